@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/darts_step.py [--steps 3] [--configs paper cnn-only] [--modes ...]
 
 Configurations: `paper` = the emoDARTS paper's (input (1, 128, 128), batch 16, init_channels 8,
-4 CNN cells, 2 SeqNN cells, 4 nodes, every op, 4 classes) and `cnn-only` (the same, seq_cells=0).
+4 CNN cells, 2 SeqNN cells, 4 nodes, every op, 4 classes), `paper-rc2` (the same with
+Supernet(recompute_cells=2): less memory, more time) and `cnn-only` (the same, seq_cells=0).
 Modes: `weight` (forward + backward + SGD step), `arch-1st` / `arch-2nd` (Architect.step, first
 or second order). Every (configuration, mode) runs in a fresh subprocess, so that its peak
 resident memory (ru_maxrss) is its own; each runs one weight step first (a search alternates
@@ -39,7 +40,12 @@ from search_spaces.darts import DartsOptions, EmoDartsSpace
 INPUT = (1, 128, 128)
 BATCH = 16
 N_CLASSES = 4
-CONFIGS = {"paper": EmoDartsSpace(), "cnn-only": EmoDartsSpace(seq_cells=0)}
+# name -> (space, Supernet's recompute_cells)
+CONFIGS = {
+    "paper": (EmoDartsSpace(), 0),
+    "paper-rc2": (EmoDartsSpace(), 2),  # the two widest CNN cells recompute their edges: memory for time
+    "cnn-only": (EmoDartsSpace(seq_cells=0), 0),
+}
 MODES = ("weight", "arch-1st", "arch-2nd")
 TARGETS = (
     "Targets: paper whole second-order step (arch-2nd + weight) < 30 s and < 4 GB; "
@@ -56,9 +62,9 @@ def measure(config: str, mode: str, steps: int) -> dict[str, float]:
     """Run inside the subprocess: time `steps` steps of `mode` and report the process's peak memory."""
     torch.manual_seed(0)
     rss_start = _peak_rss()
-    space = CONFIGS[config]
+    space, recompute_cells = CONFIGS[config]
     options = DartsOptions(second_order=mode == "arch-2nd")
-    net = Supernet(space, INPUT, N_CLASSES).train()
+    net = Supernet(space, INPUT, N_CLASSES, recompute_cells=recompute_cells).train()
     w_optim = torch.optim.SGD(
         net.weights(), options.w_lr, momentum=options.w_momentum, weight_decay=options.w_weight_decay
     )
@@ -108,10 +114,7 @@ def _timed(fn: object) -> float:
 
 def run_child(config: str, mode: str, steps: int) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", config, mode, "--steps", str(steps)]
-    # Waiting OpenMP threads sleep instead of spinning: on a shared CPU a spinning thread takes
-    # the core from the one with work, and small ops were measured 10-30x slower.
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -130,7 +133,7 @@ def main() -> None:
     peak = matmul_peak_flops()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')} in the measured processes; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}; "
         f"float32 matmul peak {peak / 1e9:.0f} GFLOP/s; load average at start {load_start[0]:.1f}\n"
     )
     print(
@@ -143,7 +146,8 @@ def main() -> None:
         estimates = {}
         for second_order in (False, True):
             start = time.perf_counter()
-            estimate = estimate_search_memory(CONFIGS[config], INPUT, N_CLASSES, BATCH, second_order)
+            space, recompute_cells = CONFIGS[config]
+            estimate = estimate_search_memory(space, INPUT, N_CLASSES, BATCH, second_order, recompute_cells)
             estimates[second_order] = (estimate.total_bytes, time.perf_counter() - start)
         for mode in args.modes:
             r = results[config, mode] = run_child(config, mode, args.steps)

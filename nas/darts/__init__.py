@@ -1,0 +1,1 @@
+"""emoDARTS search: supernet, architect (first/second order), derivation, memory estimate."""

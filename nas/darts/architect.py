@@ -132,9 +132,10 @@ class Architect:
             del grads, step
             loss = self.net.loss(val_x, val_y)
             grads = torch.autograd.grad(loss, [*alphas, *weights], materialize_grads=True)
+            loss = loss.detach()  # drops the graph: what an alphas-only backward leaves in it is still large
         dalpha, dw = grads[: len(alphas)], grads[len(alphas) :]
         hessian = self.hessian_vector_product(dw, train_x, train_y)
-        return loss.detach(), [da - w_lr * h for da, h in zip(dalpha, hessian, strict=True)]
+        return loss, [da - w_lr * h for da, h in zip(dalpha, hessian, strict=True)]
 
     def hessian_vector_product(
         self, vector: Sequence[torch.Tensor], train_x: torch.Tensor, train_y: torch.Tensor
@@ -156,4 +157,5 @@ class Architect:
                 with same_dropout:
                     loss = self.net.loss(train_x, train_y)
                 grads.append(torch.autograd.grad(loss, alphas, materialize_grads=True))
+                del loss  # before the next forward: an alphas-only backward leaves much of the graph alive
         return [(plus - minus) / (2 * eps) for plus, minus in zip(*grads, strict=True)]

@@ -72,7 +72,7 @@ def _kept(net: Supernet, run: Callable[[], torch.Tensor]) -> list[tuple[int | No
     return kept
 
 
-def _activation_bytes(full: Supernet, space: EmoDartsSpace, n_classes: int) -> tuple[int, int]:
+def _activation_bytes(full: Supernet, space: EmoDartsSpace, n_classes: int, recompute_cells: int) -> tuple[int, int]:
     """(fixed, per-sample) bytes kept for backward by the supernet `full` of `space`.
 
     The CNN part runs once on the meta device, with PROBE_BATCH samples: shapes only, no kernels
@@ -84,7 +84,8 @@ def _activation_bytes(full: Supernet, space: EmoDartsSpace, n_classes: int) -> t
     more, and on a loaded CPU each parallel region may wait for a descheduled thread.
     """
     with torch.device("meta"):
-        cnn = Supernet(space.model_copy(update={"seq_cells": 0}), full.net.input_shape, n_classes).train()
+        cnn_space = space.model_copy(update={"seq_cells": 0})
+        cnn = Supernet(cnn_space, full.net.input_shape, n_classes, recompute_cells=recompute_cells).train()
     x = torch.empty(PROBE_BATCH, *full.net.input_shape, device="meta")
     kept = _kept(cnn, lambda: cnn.net.cnn(x, cnn.arch_weights()))
     fixed = sum(n for dim, n in kept if dim != PROBE_BATCH)
@@ -108,10 +109,12 @@ def estimate_search_memory(
     n_classes: int,
     batch_size: int,
     second_order: bool,
+    recompute_cells: int = 0,
 ) -> MemoryEstimate:
-    """Memory of a search step on the CPU, float32; takes a few seconds at the paper's configuration."""
+    """Memory of a search step on the CPU, float32, for a `Supernet(space, input_shape, n_classes,
+    recompute_cells=recompute_cells)`; takes a few seconds at the paper's configuration."""
     net = Supernet(space, input_shape, n_classes).train()
-    fixed, per_sample = _activation_bytes(net, space, n_classes)
+    fixed, per_sample = _activation_bytes(net, space, n_classes, recompute_cells)
     activation = ACTIVATION_MARGIN * (fixed + per_sample * batch_size)
     weight_bytes = sum(p.numel() * p.element_size() for p in net.weights())
     alpha_bytes = sum(a.numel() * a.element_size() for a in net.alphas())
@@ -166,6 +169,8 @@ def check_fits(estimate: MemoryEstimate, limit_bytes: int | None, device: str | 
         tips.append(f"second_order=false (saves {estimate.second_order_bytes / GB:.1f} GB of weight copies)")
     tips += [
         "partial_channels=4 (only 1/4 of the channels go through the mixed CNN ops)",
+        "Supernet(recompute_cells=2) (the two widest CNN cells recompute their edges in backward, "
+        "for one more forward of them)",
         "fewer nodes or cnn_cells / seq_cells, or fewer candidate ops (every op runs on every edge)",
         "a smaller input (features.pool_to)",
     ]

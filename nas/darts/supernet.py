@@ -9,17 +9,23 @@ and `alphas()` are disjoint by construction. Edge rows are ordered node by node,
 node by input: (node i, input j) is row i * (i + 3) // 2 + j (inputs 0, 1 are the cell inputs,
 j >= 2 is node j - 2).
 
-Where the CNN cells differ from pt.darts, and why:
+Where the CNN cells differ from pt.darts, and why (memory and time; same function):
 - `none` is never computed: its output is zero, so it only takes part in the softmax.
 - Ops without parameters (pools + BN without affine, identity) compute the same function of a
   state on every edge leaving it, so they run once per state instead of once per edge; every
-  op with parameters starts with a ReLU, which likewise runs once per state. Same function as
-  per-edge ops, ~30% less memory and time in the widest cells.
+  op with parameters starts with a ReLU, which likewise runs once per state.
+- Each op's architecture weight is its final BN's scale (`weighted_batch_norm`), which saves
+  the copy of every op output that a separate product would keep for backward.
+- `Supernet(recompute=...)` / `recompute_cells=...` recompute parts of the forward in backward
+  (activation checkpointing) for less memory; BN running statistics are not updated twice.
 - Partial channels (PC-DARTS, K = `partial_channels` > 1): only the first C/K channels of a
   state go through the ops of its edges; the other channels bypass them (max-pooled 2x2 on
   stride-2 edges), are summed over the node's inputs, concatenated after the mixed result,
   and a channel shuffle with K groups interleaves the two parts so that the next cell's ops see
   other channels. PC-DARTS' edge normalisation is not used. K = 1 is plain DARTS.
+
+SeqNN cells (`nas.ops.seq.SeqCell`): nodes sum mixed edges over the earlier states, all
+(B, T, H); the cell output concatenates the nodes along H and a Linear maps it back to H.
 """
 
 from __future__ import annotations

@@ -15,12 +15,13 @@ is never mixed (BatchNorm uses batch statistics only in training, as always).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from nas.errors import ConfigError
-from nas.ops.cnn import BatchNorm2d
+from nas.ops.cnn import BatchNorm2d, threads
 
 # (c_pp, c_p, c, reduction_prev, reduction) -> a cell whose `out_channels` says how wide its output is
 CnnCellFactory = Callable[[int, int, int, bool, bool], nn.Module]
@@ -94,11 +95,39 @@ class CellNetwork(nn.Module):
             pooled = features.mean(dim=(2, 3))  # (B, C', F', T') -> (B, C')
         else:
             seq = features.permute(0, 3, 1, 2).flatten(2)  # (B, C', F', T') -> (B, T', C', F') -> (B, T', C' * F')
-            s0 = s1 = self.bridge(seq)  # (B, T', H)
-            for cell in self.seq_cells:
-                s0, s1 = s1, cell(s0, s1, *_extra(arch_weights, "seq"))
+            # The SeqNN part is thousands of tiny ops (per time step, per layer): a second thread
+            # only adds a wake-up to each, and on a loaded CPU a wait for a descheduled thread
+            # (measured 2x slower on a quiet machine, 30x on a loaded one). One thread for its
+            # forward, and for its backward from where the gradient enters it to where it leaves.
+            outer = torch.get_num_threads()
+            with threads(1):
+                seq = _BackwardThreads.apply(outer, seq)  # reached last in backward: restore
+                s0 = s1 = self.bridge(seq)  # (B, T', H)
+                for cell in self.seq_cells:
+                    s0, s1 = s1, cell(s0, s1, *_extra(arch_weights, "seq"))
+                s1 = _BackwardThreads.apply(1, s1, outer)  # reached first in backward
             pooled = s1.mean(dim=1)  # temporal mean pooling: (B, T', H) -> (B, H)
         return self.classifier(self.dropout(pooled))
+
+
+class _BackwardThreads(torch.autograd.Function):
+    """Identity whose backward sets the number of intra-op threads to `n` for the rest of the
+    backward pass (which runs on this thread on CPU, in reverse order of the forward). With
+    `restore_at_end`, that count is set again when the whole backward pass ends, also when the
+    gradient never reaches the node that would restore it (e.g. a gradient for SeqNN alphas only)."""
+
+    @staticmethod
+    def forward(ctx: Any, n: int, x: torch.Tensor, restore_at_end: int | None = None) -> torch.Tensor:
+        ctx.n, ctx.restore_at_end = n, restore_at_end
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:
+        torch.set_num_threads(ctx.n)
+        if ctx.restore_at_end is not None:
+            restore = ctx.restore_at_end
+            torch.autograd.Variable._execution_engine.queue_callback(lambda: torch.set_num_threads(restore))
+        return None, grad, None
 
 
 def _extra(arch_weights: Mapping[str, torch.Tensor] | None, kind: str) -> tuple[torch.Tensor, ...]:

@@ -58,11 +58,10 @@ w_optim = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
 architect = Architect.from_options(net, options)
 x, y = torch.randn(batch, *shape), torch.arange(batch) % 4
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-for _ in range(2):
-    architect.step(x, y, x, y, 0.025, w_optim)
-    w_optim.zero_grad()
-    net.loss(x, y).backward()
-    w_optim.step()
+architect.step(x, y, x, y, 0.025, w_optim)
+w_optim.zero_grad()
+net.loss(x, y).backward()
+w_optim.step()
 print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024))
 """
 

@@ -86,3 +86,34 @@ def test_alpha_weights_are_softmaxed_rows_per_edge() -> None:
     for rows in weights.values():
         assert len(rows) == 5
         assert all(abs(sum(row) - 1) < 1e-6 for row in rows)
+
+
+def test_recomputation_changes_nothing_but_memory() -> None:
+    """Recomputed depthwise maps and recomputed cells give the same gradients and BN statistics."""
+    x, y = torch.randn(3, 1, 16, 16), torch.tensor([0, 1, 2])
+    results = []
+    for recompute, cells in ((False, 0), (True, 3)):
+        torch.manual_seed(0)
+        net = Supernet(TINY, (1, 16, 16), n_classes=3, recompute=recompute, recompute_cells=cells)
+        torch.manual_seed(1)  # the same dropout mask
+        net.loss(x, y).backward()
+        results.append(([p.grad for p in net.parameters()], [b.clone() for b in net.buffers()]))
+    (grads, buffers), (grads_rc, buffers_rc) = results
+    torch.testing.assert_close(grads_rc, grads)
+    torch.testing.assert_close(buffers_rc, buffers)
+
+
+@pytest.mark.parametrize("frozen_cnn", [False, True], ids=["full-backward", "frozen-cnn"])
+def test_seq_part_leaves_the_thread_count_as_it_found_it(frozen_cnn: bool) -> None:
+    """The SeqNN part runs on one thread, forward and backward; the count must come back after both,
+    also when the gradient stops inside the SeqNN part."""
+    net = Supernet(TINY, (1, 16, 16), n_classes=3).train()
+    if frozen_cnn:
+        net.net.stem.requires_grad_(False)
+        net.net.cells.requires_grad_(False)
+    x, y = torch.randn(2, 1, 16, 16), torch.tensor([0, 1])
+    torch.set_num_threads(2)
+    loss = net.loss(x, y)
+    assert torch.get_num_threads() == 2
+    torch.autograd.grad(loss, [a for a in net.alphas() if a.requires_grad][-1:] if frozen_cnn else list(net.alphas()))
+    assert torch.get_num_threads() == 2
