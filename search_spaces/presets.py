@@ -35,10 +35,16 @@ class Preset(BaseModel):
                     f"override {dotted!r}: write it as space.<field>, features.<field> or options.<field>"
                 )
             node = data[section]
-            *parents, leaf = key.split(".")
-            for part in parents:
+            parts = dotted.split(".")
+            for depth, part in enumerate(parts[1:-1], start=2):
                 node = node.setdefault(part, {})
-            node[leaf] = value
+                if not isinstance(node, dict):
+                    whole = ".".join(parts[:depth])
+                    raise ConfigError(
+                        f"override {dotted!r}: {whole} is a single value, not a group of fields; "
+                        f"set it whole, e.g. {{{whole!r}: ...}}"
+                    )
+            node[parts[-1]] = value
         try:
             return Preset.model_validate(data)
         except ValidationError as exc:

@@ -41,6 +41,8 @@ def test_overrides_apply_and_bad_ones_name_the_field():
         get_preset("emodarts").with_overrides({"nodes": 2})
     with pytest.raises(ConfigError, match=r"seq_ops"):
         get_preset("emodarts").with_overrides({"space.seq_ops": ["none"]})
+    with pytest.raises(ConfigError, match=r"space\.nodes is a single value"):
+        get_preset("emodarts").with_overrides({"space.nodes.x": 2})
 
 
 def test_unknown_names_list_the_valid_ones():

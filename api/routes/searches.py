@@ -134,7 +134,6 @@ def build_spec(body: SearchCreate) -> tuple[SearchSpec, tuple[str, ...]]:
     fields: dict[str, Any] = {"seed": body.seed, "device": body.device, "gpus": body.gpus}
     if body.folds is not None:
         fields["folds"] = body.folds
-    _check_override_paths(PRESETS[body.preset].model_dump(mode="json"), body.overrides)
     try:
         return SearchSpec.from_preset(body.preset, body.corpus, body.overrides, **fields), ("body",)
     except UnknownNameError as exc:  # not the preset (checked above): a name inside it
@@ -144,25 +143,6 @@ def build_spec(body: SearchCreate) -> tuple[SearchSpec, tuple[str, ...]]:
     except ValidationError as exc:
         located = pydantic_fields(exc, ("body",))
         raise ApiError(422, "validation_error", summarise(located), located) from None
-
-
-def _check_override_paths(preset: dict[str, Any], overrides: dict[str, Any]) -> None:
-    """Refuse a dotted key that walks into a value which is not a group of fields (e.g. space.nodes.x).
-
-    Preset.with_overrides would fail on it with a TypeError; its own errors are clear otherwise.
-    """
-    for dotted in overrides:
-        node: Any = preset
-        parts = dotted.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            node = node.get(part, {}) if isinstance(node, dict) else node
-            if not isinstance(node, dict):
-                whole = ".".join(parts[: depth + 1])
-                message = (
-                    f"override {dotted!r}: {whole} is a single value, not a group of fields; "
-                    f"set it whole, e.g. {{{whole!r}: ...}}"
-                )
-                raise ApiError(422, "invalid_config", message, [(["body", "overrides", dotted], message)])
 
 
 def _override_fields(exc: ConfigError, overrides: dict[str, Any]) -> list[tuple[list[str | int], str]]:
