@@ -140,7 +140,8 @@ def fit(
 
     Without validation the last epoch counts as best and `patience` is ignored.
     `on_epoch(epoch, entry)` is called after each epoch (1-based) once its checkpoint is
-    written; epochs restored from a checkpoint are not reported again. `is_cancelled` is
+    written, and again on resume for every epoch restored from the checkpoint: a kill between
+    the two loses no report (reporters key steps by epoch, so a re-report overwrites). `is_cancelled` is
     polled before every batch and turns into `SearchCancelled`, leaving the checkpoint of
     the last finished epoch in place.
     """
@@ -169,6 +170,9 @@ def fit(
         history, stopped_early = state["history"], state["stopped_early"]
         best_epoch, best_key, best_state = state["best_epoch"], tuple(state["best_key"]), state["best_state"]
         _set_rng_states(state["rng"], batches)
+        if on_epoch is not None:
+            for epoch, entry in enumerate(history, start=1):
+                on_epoch(epoch, dict(entry))
 
     last_epoch = len(history) if stopped_early else config.epochs  # a finished run trains no further
     bar = None

@@ -41,7 +41,11 @@ def run_search(
     is_cancelled: Callable[[], bool] = lambda: False,
     progress: bool = True,
 ) -> Supernet:
-    """Search, resuming from `checkpoint` if an earlier run left one; returns the searched supernet."""
+    """Search, resuming from `checkpoint` if an earlier run left one; returns the searched supernet.
+
+    `on_epoch(epoch, metrics, architecture)` is called after each epoch (1-based) once its
+    checkpoint is written, and again on resume for every epoch the checkpoint holds.
+    """
     seed_everything(seed)
     input_shape = tuple(data.weights[0].shape[1:])
     net = Supernet(space, input_shape, len(data.classes)).to(device)
@@ -59,6 +63,7 @@ def run_search(
     )
     rng = np.random.default_rng(seed)
     start = 0
+    history: list[tuple[dict[str, float], EmoDartsArchitecture]] = []  # per epoch: metrics, derived architecture
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
         net.load_state_dict(state["net"])
@@ -68,6 +73,10 @@ def run_search(
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         start = state["epoch"] + 1
+        history = [(metrics, EmoDartsArchitecture.model_validate(arch)) for metrics, arch in state["history"]]
+        if on_epoch is not None:
+            for epoch, (metrics, arch) in enumerate(history, start=1):
+                on_epoch(epoch, metrics, arch)
 
     epochs = tqdm(
         range(start, options.search_epochs),
@@ -108,13 +117,23 @@ def run_search(
             "lr": lr,
         }
         epochs.set_postfix(loss=f"{metrics['train_loss']:.3f}", val_ua=f"{metrics['val_ua']:.3f}")
-        _save(checkpoint, net, w_optim, architect, schedule, rng, epoch)
+        history.append((metrics, net.derive()))
+        _save(checkpoint, net, w_optim, architect, schedule, rng, epoch, history)
         if on_epoch is not None:
-            on_epoch(epoch + 1, metrics, net.derive())  # epochs count from 1, as in nas.train.fit
+            on_epoch(epoch + 1, *history[-1])  # epochs count from 1, as in nas.train.fit
     return net
 
 
-def _save(path: Path, net: Supernet, w_optim, architect: Architect, schedule, rng, epoch: int) -> None:
+def _save(
+    path: Path,
+    net: Supernet,
+    w_optim: torch.optim.Optimizer,
+    architect: Architect,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    rng: np.random.Generator,
+    epoch: int,
+    history: list[tuple[dict[str, float], EmoDartsArchitecture]],
+) -> None:
     state = {
         "net": net.state_dict(),
         "w_optim": w_optim.state_dict(),
@@ -123,6 +142,7 @@ def _save(path: Path, net: Supernet, w_optim, architect: Architect, schedule, rn
         "rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
         "epoch": epoch,
+        "history": [(metrics, arch.model_dump(mode="json")) for metrics, arch in history],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -23,7 +23,7 @@ from nas.darts.search import SearchData, run_search
 from nas.data.folds import DartsSplit, Fold, darts_split, session_folds, speaker_folds
 from nas.errors import ConfigError
 from nas.features.scaling import apply_scaler, fit_scaler
-from nas.genome import Genome, Provenance, build_model
+from nas.genome import EmoDartsArchitecture, Genome, Provenance, build_model
 from nas.metrics import count_parameters, latency_ms, mean_std
 from nas.reporting import TrialState
 from nas.spec import SearchSpec
@@ -188,10 +188,15 @@ def _search(ctx: SearchContext, plan: FoldPlan, fold_dir: Path) -> Genome:
     evolution = fold_dir / "search" / "genomes.jsonl"
     evolution.parent.mkdir(parents=True, exist_ok=True)
 
-    def on_epoch(epoch: int, metrics: dict[str, float], arch) -> None:
+    written = len(evolution.read_text().splitlines()) if evolution.exists() else 0
+
+    def on_epoch(epoch: int, metrics: dict[str, float], arch: EmoDartsArchitecture) -> None:
+        nonlocal written
         ctx.reporter.report(trial, epoch, metrics)
-        with evolution.open("a") as out:  # the architecture as it evolves, one line per epoch
-            out.write(json.dumps({"epoch": epoch, "architecture": arch.model_dump(mode="json")}) + "\n")
+        if epoch > written:  # resumed searches report their restored epochs again
+            with evolution.open("a") as out:  # the architecture as it evolves, one line per epoch
+                out.write(json.dumps({"epoch": epoch, "architecture": arch.model_dump(mode="json")}) + "\n")
+            written = epoch
 
     search_data = SearchData(
         weights=(apply_scaler(data.x[split.weights], plan.mean, plan.std), data.y[split.weights]),
