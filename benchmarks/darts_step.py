@@ -7,7 +7,7 @@ Configurations: `paper` = the emoDARTS paper's (input (1, 128, 128), batch 16, i
 Supernet(recompute_cells=2): less memory, more time) and `cnn-only` (the same, seq_cells=0).
 Modes: `weight` (forward + backward + SGD step), `arch-1st` / `arch-2nd` (Architect.step, first
 or second order). Every (configuration, mode) runs in a fresh subprocess, so that its peak
-resident memory (ru_maxrss) is its own; each runs one weight step first (a search alternates
+resident memory (VmHWM, reset at its start) is its own; each runs one weight step first (a search alternates
 them, and SGD's momentum buffers then exist), one warm-up step, then `--steps` timed steps (the
 median is reported). FLOPs of one step come from torch.utils.flop_counter.FlopCounterMode
 (convolutions and matmuls; the oneDNN LSTM kernels are not counted), the machine's peak from a
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.darts.architect import Architect
-from nas.darts.memory import GB, estimate_search_memory
+from nas.darts.memory import GB, estimate_search_memory, peak_rss, reset_peak_rss
 from nas.darts.supernet import Supernet
 from search_spaces.darts import DartsOptions, EmoDartsSpace
 
@@ -54,14 +53,10 @@ TARGETS = (
 )
 
 
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports kB
-
-
 def measure(config: str, mode: str, steps: int) -> dict[str, float]:
     """Run inside the subprocess: time `steps` steps of `mode` and report the process's peak memory."""
     torch.manual_seed(0)
-    rss_start = _peak_rss()
+    rss_start = reset_peak_rss()
     space, recompute_cells = CONFIGS[config]
     options = DartsOptions(second_order=mode == "arch-2nd")
     net = Supernet(space, INPUT, N_CLASSES, recompute_cells=recompute_cells).train()
@@ -92,7 +87,7 @@ def measure(config: str, mode: str, steps: int) -> dict[str, float]:
         step()
     return {
         "seconds": statistics.median(seconds[1:]),
-        "peak_bytes": _peak_rss(),
+        "peak_bytes": peak_rss(),
         "start_bytes": rss_start,
         "params": sum(p.numel() for p in net.weights()),
         "flops": flops.get_total_flops(),

@@ -150,6 +150,27 @@ def available_memory(device: str | torch.device = "cpu") -> int:
     raise ResourceError("cannot tell how much memory is available (no MemAvailable in /proc/meminfo); set a limit")
 
 
+def _proc_status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024  # reported in kB
+    raise ResourceError(f"no {field} in /proc/self/status: resident memory cannot be measured here")
+
+
+def reset_peak_rss() -> int:
+    """Start measuring this process's peak resident memory afresh; returns the resident bytes now.
+
+    Not `ru_maxrss`: Linux keeps it across exec, so a subprocess of a large process (a test
+    runner, a benchmark driver) would start from its parent's peak and under-report its own."""
+    Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak to the current resident size
+    return _proc_status_bytes("VmRSS")
+
+
+def peak_rss() -> int:
+    """Peak resident bytes of this process since `reset_peak_rss()` (or its start)."""
+    return _proc_status_bytes("VmHWM")
+
+
 def check_fits(estimate: MemoryEstimate, limit_bytes: int | None, device: str | torch.device = "cpu") -> None:
     """Raise ResourceError, with concrete ways to fit, if the search needs more than `limit_bytes`
     (None: what `available_memory(device)` reports now)."""

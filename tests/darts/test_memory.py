@@ -46,8 +46,9 @@ def test_check_fits_refuses_with_concrete_suggestions() -> None:
 
 
 CHILD = """
-import json, resource, sys, torch
+import json, sys, torch
 from nas.darts.architect import Architect
+from nas.darts.memory import peak_rss, reset_peak_rss
 from nas.darts.supernet import Supernet
 from search_spaces.darts import DartsOptions, EmoDartsSpace
 space, shape, batch = EmoDartsSpace.model_validate_json(sys.argv[1]), (1, 64, 64), 8
@@ -57,12 +58,12 @@ options = DartsOptions()
 w_optim = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
 architect = Architect.from_options(net, options)
 x, y = torch.randn(batch, *shape), torch.arange(batch) % 4
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = reset_peak_rss()
 architect.step(x, y, x, y, 0.025, w_optim)
 w_optim.zero_grad()
 net.loss(x, y).backward()
 w_optim.step()
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024))
+print(json.dumps(peak_rss() - before))
 """
 
 
