@@ -144,17 +144,15 @@ def available_memory(device: str | torch.device = "cpu") -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024  # reported in kB
-    raise ResourceError("cannot tell how much memory is available (no MemAvailable in /proc/meminfo); set a limit")
+    return _proc_bytes("/proc/meminfo", "MemAvailable", "cannot tell how much memory is available; set a limit")
 
 
-def _proc_status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _proc_bytes(path: str, field: str, consequence: str) -> int:
+    """A `field:  N kB` line of a /proc file, in bytes."""
+    for line in Path(path).read_text().splitlines():
         if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024  # reported in kB
-    raise ResourceError(f"no {field} in /proc/self/status: resident memory cannot be measured here")
+            return int(line.split()[1]) * 1024
+    raise ResourceError(f"no {field} in {path}: {consequence}")
 
 
 def reset_peak_rss() -> int:
@@ -163,12 +161,12 @@ def reset_peak_rss() -> int:
     Not `ru_maxrss`: Linux keeps it across exec, so a subprocess of a large process (a test
     runner, a benchmark driver) would start from its parent's peak and under-report its own."""
     Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak to the current resident size
-    return _proc_status_bytes("VmRSS")
+    return _proc_bytes("/proc/self/status", "VmRSS", "resident memory cannot be measured here")
 
 
 def peak_rss() -> int:
     """Peak resident bytes of this process since `reset_peak_rss()` (or its start)."""
-    return _proc_status_bytes("VmHWM")
+    return _proc_bytes("/proc/self/status", "VmHWM", "resident memory cannot be measured here")
 
 
 def check_fits(estimate: MemoryEstimate, limit_bytes: int | None, device: str | torch.device = "cpu") -> None:
