@@ -1,6 +1,7 @@
 """The service commands of `sernas`: serve, submit, status, download, worker.
 
-`nas.cli` registers them with `add_commands(subparsers)`. `serve` runs the controller with the
+`nas.cli` adds them to its parser through the `sernas.commands` entry point (pyproject.toml), which
+names `add_commands(subparsers)`. `serve` runs the controller with the
 dispatcher and a local Ray; `submit`, `status` and `download` talk to a running controller over
 HTTP (SERNAS_URL, default http://127.0.0.1:8000; SERNAS_API_TOKEN for writes); `worker` joins
 this machine to a Ray cluster so the searches that reserve GPUs can run on it.
@@ -495,22 +496,7 @@ def worker_command(args: argparse.Namespace) -> int:
         return 130
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m api.cli <command>`: the service commands, without the console script."""
-    import logging
-
-    parser = argparse.ArgumentParser(prog="sernas", description=__doc__)
-    add_commands(parser.add_subparsers(required=True, metavar="command"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        return args.run(args)
-    except SernasError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
 if __name__ == "__main__":
+    from nas.cli import main  # the whole `sernas` parser: these commands reach it through its entry point
+
     sys.exit(main())

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", help="list the search-space presets")
     presets.set_defaults(run=_presets)
 
-    from api.cli import add_commands  # the service commands: serve, submit, status, download, worker
-
-    add_commands(commands)
+    # Other packages add commands through this entry-point group (pyproject.toml): the service's
+    # serve, submit, status, download and worker come from api.cli, which nas must not import.
+    for plugin in entry_points(group="sernas.commands"):
+        plugin.load()(commands)
     return parser
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from api.cli import example_body
-from api.cli import main as sernas
+from nas.cli import main as sernas
 from tests.e2e import (
     CLASSES,
     FAKE,

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from api import cli
 from api.schemas import SearchCreate
 from api.service import create_service
+from nas.cli import main as sernas
 from nas.errors import ConfigError, SernasError
 from nas.settings import Settings
 from nas.store import repository as repo
@@ -126,22 +127,22 @@ def test_client_commands_against_the_service(db_url, tmp_path, monkeypatch, caps
         from tests.workers import tiny_spec
 
         search_id = repo.create_search(sessions, tiny_spec().model_dump(mode="json"), "via cli", "darts").id
-        assert cli.main(["status", search_id, "--watch", "--url", "http://testserver"]) == 0
+        assert sernas(["status", search_id, "--watch", "--url", "http://testserver"]) == 0
         out = capsys.readouterr().out
         assert f"search {search_id}: completed, attempt 1, 4/4 trials finished" in out
 
         # The fake writes no model: download says why, with the API's message.
-        assert cli.main(["download", search_id, "--url", "http://testserver"]) == 2
+        assert sernas(["download", search_id, "--url", "http://testserver"]) == 2
         assert "holds no model" in capsys.readouterr().err
         # A real result folder: the bundle downloads.
         _write_model(Path(repo.get_search(sessions, search_id).result_dir))
         to = tmp_path / "bundle.zip"
-        assert cli.main(["download", search_id, "--url", "http://testserver", "--to", str(to)]) == 0
+        assert sernas(["download", search_id, "--url", "http://testserver", "--to", str(to)]) == 0
         assert "genome.json" in zipfile.ZipFile(to).namelist()
 
-        assert cli.main(["status", "--url", "http://testserver"]) == 0
+        assert sernas(["status", "--url", "http://testserver"]) == 0
         assert f"{search_id}  completed" in capsys.readouterr().out
-        assert cli.main(["status", "nope", "--url", "http://testserver"]) == 2
+        assert sernas(["status", "nope", "--url", "http://testserver"]) == 2
         assert "no search with id 'nope'" in capsys.readouterr().err
         assert app.state.dispatcher is not None
     assert app.state.dispatcher is None  # stopped with the app
