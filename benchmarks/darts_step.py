@@ -33,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nas.darts.architect import Architect
 from nas.darts.memory import GB, estimate_search_memory, peak_rss, reset_peak_rss
+from nas.darts.search import weight_step
 from nas.darts.supernet import Supernet
 from search_spaces.darts import DartsOptions, EmoDartsSpace
 
@@ -67,17 +68,14 @@ def measure(config: str, mode: str, steps: int) -> dict[str, float]:
     x, val_x = torch.randn(2, BATCH, *INPUT).unbind(0)
     y, val_y = torch.randint(0, N_CLASSES, (2, BATCH)).unbind(0)
 
-    def weight_step() -> None:
-        w_optim.zero_grad()
-        net.loss(x, y).backward()
-        torch.nn.utils.clip_grad_norm_(net.weights(), options.w_grad_clip)
-        w_optim.step()
+    def weights() -> None:
+        weight_step(net, w_optim, x, y, options.w_grad_clip)
 
-    def arch_step() -> None:
+    def arch() -> None:
         architect.step(x, y, val_x, val_y, options.w_lr, w_optim)
 
-    step = weight_step if mode == "weight" else arch_step
-    weight_step()  # momentum buffers exist from here on, as in a search
+    step = weights if mode == "weight" else arch
+    weights()  # momentum buffers exist from here on, as in a search
     seconds = []
     for _ in range(steps + 1):  # the first one warms up oneDNN's kernels
         start = time.perf_counter()

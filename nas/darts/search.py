@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from nas.darts.architect import Architect
+from nas.darts.memory import release_freed_memory
 from nas.darts.supernet import Supernet
 from nas.errors import SearchCancelled
 from nas.genome import EmoDartsArchitecture
@@ -53,14 +54,7 @@ def run_search(
         net.weights(), options.w_lr, momentum=options.w_momentum, weight_decay=options.w_weight_decay
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_optim, options.search_epochs, options.w_lr_min)
-    architect = Architect(
-        net,
-        w_momentum=options.w_momentum,
-        w_weight_decay=options.w_weight_decay,
-        arch_lr=options.arch_lr,
-        arch_weight_decay=options.arch_weight_decay,
-        second_order=options.second_order,
-    )
+    architect = Architect.from_options(net, options)
     rng = np.random.default_rng(seed)
     start = 0
     history: list[tuple[dict[str, float], EmoDartsArchitecture]] = []  # per epoch: metrics, derived architecture
@@ -99,12 +93,7 @@ def run_search(
             if is_cancelled():
                 raise SearchCancelled(f"search cancelled during epoch {epoch}; resumable from the checkpoint")
             a_losses.append(architect.step(wx, wy, ax, ay, lr, w_optim))
-            w_optim.zero_grad()
-            loss = net.loss(wx, wy)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.weights(), options.w_grad_clip)
-            w_optim.step()
-            w_losses.append(loss.item())
+            w_losses.append(weight_step(net, w_optim, wx, wy, options.w_grad_clip))
         schedule.step()
 
         scores = evaluate(net, *data.arch, data.classes, device=device)
@@ -122,6 +111,18 @@ def run_search(
         if on_epoch is not None:
             on_epoch(epoch + 1, *history[-1])  # epochs count from 1, as in nas.train.fit
     return net
+
+
+def weight_step(net: Supernet, w_optim: torch.optim.SGD, x: torch.Tensor, y: torch.Tensor, grad_clip: float) -> float:
+    """One SGD step on the supernet weights (DARTS' inner problem); returns the training loss."""
+    w_optim.zero_grad()
+    loss = net.loss(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.weights(), grad_clip)
+    w_optim.step()
+    if x.device.type == "cpu":
+        release_freed_memory()  # the next architecture step's passes would not fit the holes this one leaves
+    return loss.item()
 
 
 def _save(
