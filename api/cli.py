@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nas.cli import add_spec_arguments, overrides, pairs
 from nas.errors import ConfigError, SernasError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -89,26 +90,9 @@ def add_commands(subparsers: Any) -> None:
     _client_options(submit)
     submit.add_argument("--name", default=None, help="a label for the search (default: corpus and preset)")
     submit.add_argument("--spec", type=Path, default=None, help="a complete SearchSpec JSON file instead")
-    submit.add_argument("--corpus", help="corpus reader, e.g. ravdess, iemocap, csv")
-    submit.add_argument("--data", type=Path, help="corpus folder (the manifest for csv); relative: under a data root")
-    submit.add_argument("--preset", default="emodarts", help="search-space preset (see `sernas presets`)")
-    submit.add_argument("--strategy", default=None, help="check that the preset is for this strategy")
-    submit.add_argument("--classes", type=_csv, help="comma-separated labels to keep, e.g. calm,angry")
-    submit.add_argument("--speakers", type=_csv, help="comma-separated speakers to keep")
-    submit.add_argument("--label-map", type=_csv, default=[], help="renames, e.g. excited=happy")
-    submit.add_argument("--meta", type=_csv, default=[], help="metadata filters, e.g. improvised=true")
-    submit.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override the preset, e.g. --set options.search_epochs=5 (repeatable)",
+    add_spec_arguments(
+        submit, required=False, data_help="corpus folder (the manifest for csv); relative: under a data root"
     )
-    submit.add_argument("--folds", type=int, default=None, help="number of speaker folds")
-    submit.add_argument("--only-folds", type=_csv, help="run just these fold indices, e.g. 0,1")
-    submit.add_argument("--seed", type=int, default=0)
-    submit.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     submit.add_argument("--gpus", type=float, default=0, help="GPUs Ray reserves for the search")
     submit.add_argument("--idempotency-key", default=None, help="a retry with the same key submits once")
     submit.add_argument("--wait", action="store_true", help="follow the search until it finishes")
@@ -164,10 +148,6 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token", default=os.environ.get("SERNAS_API_TOKEN"), help="write token (default SERNAS_API_TOKEN)"
     )
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 # ---------------------------------------------------------------- serve
@@ -350,13 +330,13 @@ def submit_body(args: argparse.Namespace) -> dict[str, Any]:
         if args.speakers:
             corpus["speakers"] = args.speakers
         if args.label_map:
-            corpus["label_map"] = _pairs("--label-map", args.label_map, "excited=happy")
+            corpus["label_map"] = pairs("--label-map", args.label_map, "excited=happy")
         if args.meta:
-            corpus["meta"] = _pairs("--meta", args.meta, "improvised=true")
+            corpus["meta"] = pairs("--meta", args.meta, "improvised=true")
         body |= {
             "preset": args.preset,
             "corpus": corpus,
-            "overrides": {k: _value(v) for k, v in _pairs("--set", args.overrides, "space.nodes=2").items()},
+            "overrides": overrides(args),
             "seed": args.seed,
             "device": args.device,
             "gpus": args.gpus,
@@ -375,23 +355,6 @@ def submit_body(args: argparse.Namespace) -> dict[str, Any]:
     if args.idempotency_key:
         body["idempotency_key"] = args.idempotency_key
     return body
-
-
-def _pairs(option: str, items: list[str], example: str) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"{option} {item!r}: write it as KEY=VALUE, e.g. {example}")
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def submit_command(args: argparse.Namespace) -> int:

@@ -35,26 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="command")
 
     search = commands.add_parser("search", help="run a search on a corpus and write a result folder")
-    search.add_argument("--strategy", default=None, help="search strategy (default: the preset's)")
-    search.add_argument("--corpus", required=True, help="corpus reader, e.g. ravdess, iemocap, csv")
-    search.add_argument("--data", required=True, type=Path, help="corpus folder (the manifest for csv)")
-    search.add_argument("--preset", default="emodarts", help="search-space preset (see `sernas presets`)")
-    search.add_argument("--classes", type=_csv, help="comma-separated labels to keep, e.g. calm,angry")
-    search.add_argument("--speakers", type=_csv, help="comma-separated speakers to keep")
-    search.add_argument("--label-map", type=_csv, default=[], help="renames, e.g. excited=happy")
-    search.add_argument("--meta", type=_csv, default=[], help="metadata filters, e.g. improvised=true")
-    search.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override the preset, e.g. --set space.nodes=2 --set options.search_epochs=5 (repeatable)",
-    )
-    search.add_argument("--folds", type=int, default=None, help="number of speaker folds")
-    search.add_argument("--only-folds", type=_csv, help="run just these fold indices, e.g. 0,1")
-    search.add_argument("--seed", type=int, default=0)
-    search.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_spec_arguments(search, required=True, data_help="corpus folder (the manifest for csv)")
     search.add_argument("--out", type=Path, default=None, help="result folder (default runs/<time>)")
     search.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/sernas)")
     search.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -81,18 +62,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _csv(text: str) -> list[str]:
+def add_spec_arguments(parser: argparse.ArgumentParser, *, required: bool, data_help: str) -> None:
+    """The options that describe a search (corpus, preset, overrides, folds), shared by `search`
+    and the service's `submit`."""
+    parser.add_argument("--corpus", required=required, help="corpus reader, e.g. ravdess, iemocap, csv")
+    parser.add_argument("--data", required=required, type=Path, help=data_help)
+    parser.add_argument("--preset", default="emodarts", help="search-space preset (see `sernas presets`)")
+    parser.add_argument("--strategy", default=None, help="refuse a preset of another strategy (default: the preset's)")
+    parser.add_argument("--classes", type=csv_list, help="comma-separated labels to keep, e.g. calm,angry")
+    parser.add_argument("--speakers", type=csv_list, help="comma-separated speakers to keep")
+    parser.add_argument("--label-map", type=csv_list, default=[], help="renames, e.g. excited=happy")
+    parser.add_argument("--meta", type=csv_list, default=[], help="metadata filters, e.g. improvised=true")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override the preset, e.g. --set space.nodes=2 --set options.search_epochs=5 (repeatable)",
+    )
+    parser.add_argument("--folds", type=int, default=None, help="number of speaker folds")
+    parser.add_argument("--only-folds", type=csv_list, help="run just these fold indices, e.g. 0,1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+
+def csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """`--set SECTION.FIELD=VALUE` options as a dict; values are JSON, or else a bare word such as an op name."""
+    return {k: _value(v) for k, v in pairs("--set", args.overrides, "space.nodes=2").items()}
 
 
 def _value(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        return text  # a bare word such as an op name
+        return text
 
 
-def _pairs(option: str, items: list[str], example: str) -> dict[str, str]:
+def pairs(option: str, items: list[str], example: str) -> dict[str, str]:
     pairs = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -105,20 +116,19 @@ def _pairs(option: str, items: list[str], example: str) -> dict[str, str]:
 def build_spec(args: argparse.Namespace):
     from nas.spec import CorpusSpec, FoldSpec, SearchSpec
 
-    overrides = {k: _value(v) for k, v in _pairs("--set", args.overrides, "space.nodes=2").items()}
     corpus = CorpusSpec(
         name=args.corpus,
         root=args.data.resolve(),
         classes=args.classes,
         speakers=args.speakers,
-        label_map=_pairs("--label-map", args.label_map, "excited=happy"),
-        meta=_pairs("--meta", args.meta, "improvised=true"),
+        label_map=pairs("--label-map", args.label_map, "excited=happy"),
+        meta=pairs("--meta", args.meta, "improvised=true"),
     )
     folds = FoldSpec(
         n_folds=args.folds or FoldSpec().n_folds,
         only=tuple(int(i) for i in args.only_folds) if args.only_folds else None,
     )
-    spec = SearchSpec.from_preset(args.preset, corpus, overrides, folds=folds, seed=args.seed, device=args.device)
+    spec = SearchSpec.from_preset(args.preset, corpus, overrides(args), folds=folds, seed=args.seed, device=args.device)
     if args.strategy is not None and args.strategy != spec.strategy:
         raise ConfigError(
             f"preset {args.preset!r} is for strategy {spec.strategy!r}, not {args.strategy!r}; "
