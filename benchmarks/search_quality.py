@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--preset", default="emodarts-demo")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--folds", type=int, default=6)
+    parser.add_argument("--only", type=int, nargs="+", metavar="FOLD", help="run these folds only (a quick probe)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "quality")
     args = parser.parse_args()
 
@@ -47,7 +48,7 @@ def main() -> None:
         args.preset,
         CorpusSpec(name="ravdess", root=args.data.resolve()),
         overrides,
-        folds=FoldSpec(n_folds=args.folds),
+        folds=FoldSpec(n_folds=args.folds, only=args.only),
     )
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     darts = run_search(spec, args.out / "darts", progress=False)
