@@ -32,7 +32,6 @@ def _corpus(tmp_path: Path, ravdess_root: Path) -> Path:
     return root
 
 
-@pytest.mark.slow
 def test_tiny_search_exports_a_bundle_that_predicts_held_out_actors(tmp_path, ravdess_root, capsys):
     corpus, out = _corpus(tmp_path, ravdess_root), tmp_path / "run"
     args = ["search", "--corpus", "ravdess", "--data", str(corpus), "--classes", "calm,angry"]
