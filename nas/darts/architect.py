@@ -57,14 +57,6 @@ class _SameRandomness:
         return None
 
 
-def _after_pass(x: torch.Tensor) -> None:
-    """Between the passes of a second-order step on the CPU, the heap gives back what the last
-    pass freed: otherwise the four passes' retained holes double the resident peak (see
-    `release_freed_memory`). CUDA's caching allocator reuses its blocks by itself."""
-    if x.device.type == "cpu":
-        release_freed_memory()
-
-
 class Architect:
     def __init__(
         self,
@@ -131,7 +123,7 @@ class Architect:
         weights, alphas = list(self.net.weights()), self.net.alphas()
         with _restored(weights):
             grads = torch.autograd.grad(self.net.loss(train_x, train_y), weights, materialize_grads=True)
-            _after_pass(train_x)
+            release_freed_memory(train_x.device)  # else each pass's freed holes add to the peak
             with torch.no_grad():  # w <- w': the step w_optim would take from here
                 for w, g in zip(weights, grads, strict=True):
                     step = g.add(w, alpha=self.w_weight_decay)
@@ -143,7 +135,7 @@ class Architect:
             loss = self.net.loss(val_x, val_y)
             grads = torch.autograd.grad(loss, [*alphas, *weights], materialize_grads=True)
             loss = loss.detach()  # drops the graph: what an alphas-only backward leaves in it is still large
-            _after_pass(train_x)
+            release_freed_memory(train_x.device)
         dalpha, dw = grads[: len(alphas)], grads[len(alphas) :]
         hessian = self.hessian_vector_product(dw, train_x, train_y)
         return loss, [da - w_lr * h for da, h in zip(dalpha, hessian, strict=True)]
@@ -169,5 +161,5 @@ class Architect:
                     loss = self.net.loss(train_x, train_y)
                 grads.append(torch.autograd.grad(loss, alphas, materialize_grads=True))
                 del loss  # before the next forward: an alphas-only backward leaves much of the graph alive
-                _after_pass(train_x)
+                release_freed_memory(train_x.device)
         return [(plus - minus) / (2 * eps) for plus, minus in zip(*grads, strict=True)]

@@ -181,15 +181,16 @@ def _glibc_malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM = _glibc_malloc_trim()
 
 
-def release_freed_memory() -> None:
-    """Give the C heap's free pages back to the OS (glibc's `malloc_trim`; nothing elsewhere).
+def release_freed_memory(device: torch.device) -> None:
+    """Give the C heap's free pages back to the OS after a pass on the CPU (glibc's `malloc_trim`;
+    nothing on other C libraries, nor for CUDA, whose caching allocator reuses its blocks).
 
     Why: once glibc's dynamic mmap threshold has risen to its 32 MB cap, the CPU tensors of a
     pass come from its heaps, and what a backward frees stays resident there. The next pass's
     tensors do not fit those holes exactly, so a second-order step (four forward/backward passes
     in a row) doubled its resident peak over the live tensors: 10.4 GB for the CNN-only
     configuration, whose live tensors stay under 4.5 GB."""
-    if _MALLOC_TRIM is not None:
+    if device.type == "cpu" and _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 
 

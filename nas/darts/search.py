@@ -120,8 +120,7 @@ def weight_step(net: Supernet, w_optim: torch.optim.SGD, x: torch.Tensor, y: tor
     loss.backward()
     torch.nn.utils.clip_grad_norm_(net.weights(), grad_clip)
     w_optim.step()
-    if x.device.type == "cpu":
-        release_freed_memory()  # the next architecture step's passes would not fit the holes this one leaves
+    release_freed_memory(x.device)  # the next architecture step's passes would not fit the holes this one leaves
     return loss.item()
 
 
