@@ -1,4 +1,6 @@
-"""Utterances -> (N, 1, F, T) feature arrays, computed once per (file content, FeatureSpec).
+"""Utterances -> feature arrays, computed once per (file content, FeatureSpec).
+
+Maps are (N, 1, F, T); frame sequences are (N, T, D), zero-padded, with their true lengths.
 
 A search runs many trials over the same corpus, and several searches share corpora, so
 features are cached on disk under the sha256 of each file's bytes and the spec's key:
@@ -49,25 +51,34 @@ _MIN_MFCC_MELS = 128
 class FeatureSet:
     """Features of the utterances that could be used, and why the others could not."""
 
-    x: np.ndarray  # (N, 1, F, T) float32, one row per kept utterance, in input order
+    x: np.ndarray  # (N, 1, F, T) map or (N, T, D) padded frames, float32, one row per kept utterance, in input order
     kept: list[int]  # indices into the input utterances, one per row of x
     problems: list[FileProblem] = field(default_factory=list)
     from_cache: int = 0  # rows read from the cache rather than computed
+    lengths: np.ndarray | None = None  # (N,) int64 true frame counts; frames layout only
 
 
 def compute_features(signal: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """One mono signal at spec.sample_rate -> its (1, F, T) float32 feature map.
+    """One mono signal at spec.sample_rate -> its (1, F, T) float32 map, or its unpadded (T_i, D) frames.
 
     All frontends share one STFT (n_fft, hop_length, centred frames) so their frames line
-    up and can be stacked along the feature axis.
+    up and can be stacked along the feature axis. SSL frames come from `nas.features.ssl`.
     """
+    assert spec.ssl is None, "SSL frames are computed in batches by nas.features.ssl, not per signal"
     n_frames = spec.raw_shape[1]
-    if any(isinstance(f, Mfcc) and f.deltas for f in spec.frontends) and n_frames < _DELTA_WIDTH:
+    deltas = any(isinstance(f, Mfcc) and f.deltas for f in spec.frontends)
+    if deltas and n_frames < _DELTA_WIDTH:
         raise ConfigError(
             f"MFCC deltas need at least {_DELTA_WIDTH} frames but duration_s={spec.duration_s} "
             f"gives {n_frames}; raise duration_s, lower hop_length or set deltas=0"
         )
-    signal = pad_or_truncate(np.asarray(signal, dtype=np.float32), spec.n_samples)
+    signal = np.asarray(signal, dtype=np.float32)
+    if spec.layout == "frames":
+        # Cut, never pad: padding is masked per batch instead. Deltas still need a few frames.
+        shortest = (_DELTA_WIDTH - 1) * spec.hop_length if deltas else 1
+        signal = pad_or_truncate(signal, max(shortest, min(len(signal), spec.n_samples)))
+    else:
+        signal = pad_or_truncate(signal, spec.n_samples)
     power = np.abs(librosa.stft(signal, n_fft=spec.n_fft, hop_length=spec.hop_length, center=True)) ** 2
     log_mels: dict[int, np.ndarray] = {}
 
@@ -88,6 +99,8 @@ def compute_features(signal: np.ndarray, spec: FeatureSpec) -> np.ndarray:
         elif isinstance(frontend, Chroma):
             blocks.append(librosa.feature.chroma_stft(S=power, sr=spec.sample_rate, n_chroma=frontend.n_chroma))
     features = np.concatenate(blocks, axis=0)
+    if spec.layout == "frames":
+        return np.ascontiguousarray(features.T[: spec.output_shape[0]], dtype=np.float32)  # (F, T_i) -> (T_i, D)
     assert features.shape == spec.raw_shape, f"frontends gave {features.shape}, spec expects {spec.raw_shape}"
     if spec.pool_to is not None:
         features = adaptive_max_pool(features, spec.pool_to)
@@ -140,8 +153,13 @@ def extract(
     """
     if workers is not None and workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
+    if spec.ssl is not None:
+        from nas.features.ssl import extract_ssl  # torch and transformers only when SSL frames are asked for
+
+        return extract_ssl(utterances, spec, cache_dir, progress=progress)
     n = len(utterances)
-    x = np.empty((n, *spec.output_shape), dtype=np.float32)
+    x = np.zeros((n, *spec.output_shape), dtype=np.float32)
+    lengths = np.zeros(n, dtype=np.int64)
     ok = np.zeros(n, dtype=bool)
     problems: dict[int, FileProblem] = {}
     spec_dir = None if cache_dir is None else Path(cache_dir) / spec.cache_key()
@@ -149,28 +167,41 @@ def extract(
     with tqdm(total=n, desc="features", unit="file", disable=not progress) as bar:
         todo: list[tuple[int, Path]] = []
         for index, utterance in enumerate(utterances):
-            cached = None if spec_dir is None else _lookup(spec_dir, Path(utterance.path), spec.output_shape)
+            cached = None if spec_dir is None else cached_features(spec_dir, Path(utterance.path), spec)
             if cached is None:
                 todo.append((index, Path(utterance.path)))
                 continue
-            x[index], ok[index] = cached, True
+            lengths[index], ok[index] = place(x, index, cached), True
             from_cache += 1
             bar.update()
         if todo and spec_dir is not None:
-            _describe(spec_dir, spec)
+            describe_cache(spec_dir, spec)
         with closing(_compute(todo, spec, spec_dir, workers)) as results:
             for index, features, reason in results:
                 if features is None:
                     problems[index] = FileProblem(Path(utterances[index].path), reason)
                 else:
-                    x[index], ok[index] = features, True
+                    lengths[index], ok[index] = place(x, index, features), True
                 bar.update()
     return FeatureSet(
         x=x if ok.all() else x[ok],
         kept=np.flatnonzero(ok).tolist(),
         problems=[problems[i] for i in sorted(problems)],
         from_cache=from_cache,
+        lengths=(lengths if ok.all() else lengths[ok]) if spec.layout == "frames" else None,
     )
+
+
+def place(x: np.ndarray, index: int, features: np.ndarray) -> int:
+    """Write one example into row `index` of `x`; frames are cut to x's T and the rest stays zero.
+
+    Returns the example's true length in frames (maps: their fixed T)."""
+    if x.ndim == 3:  # (N, T, D) frames
+        length = min(len(features), x.shape[1])
+        x[index, :length] = features[:length]
+        return length
+    x[index] = features
+    return x.shape[-1]
 
 
 def _compute(
@@ -222,8 +253,13 @@ def _extract_file(
         return index, None, exc.reason
     if spec_dir is not None:
         # Keyed by the bytes actually decoded, so a file edited since the lookup is cached correctly.
-        _atomic_write(_entry(spec_dir, hashlib.sha256(data).hexdigest()), _npy_bytes(features))
+        store_features(spec_dir, data, features)
     return index, features, None
+
+
+def store_features(spec_dir: Path, data: bytes, features: np.ndarray) -> None:
+    """Cache the features of a file whose content is `data`."""
+    _atomic_write(_entry(spec_dir, hashlib.sha256(data).hexdigest()), _npy_bytes(features))
 
 
 def _entry(spec_dir: Path, digest: str) -> Path:
@@ -231,7 +267,7 @@ def _entry(spec_dir: Path, digest: str) -> Path:
     return spec_dir / digest[:2] / f"{digest}.npy"
 
 
-def _lookup(spec_dir: Path, path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+def cached_features(spec_dir: Path, path: Path, spec: FeatureSpec) -> np.ndarray | None:
     """The cached features of `path`'s content, or None when they must be computed."""
     try:
         with path.open("rb") as f:
@@ -241,10 +277,14 @@ def _lookup(spec_dir: Path, path: Path, shape: tuple[int, ...]) -> np.ndarray | 
     # damaged entry (e.g. written by an older version) is recomputed and replaced.
     except (OSError, ValueError, EOFError):
         return None
-    return features if features.shape == shape and features.dtype == np.float32 else None
+    if spec.layout == "frames":
+        fits = features.ndim == 2 and features.shape[1] == spec.n_features
+    else:
+        fits = features.shape == spec.output_shape
+    return features if fits and features.dtype == np.float32 else None
 
 
-def _describe(spec_dir: Path, spec: FeatureSpec) -> None:
+def describe_cache(spec_dir: Path, spec: FeatureSpec) -> None:
     """Write the spec beside its entries so a cache directory can be traced back to its settings."""
     target = spec_dir / "spec.json"
     if not target.exists():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from importlib.metadata import version
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -45,14 +46,39 @@ class Chroma(_Frontend):
         return self.n_chroma
 
 
-Frontend = Annotated[Mfcc | LogMel | Chroma, Field(discriminator="kind")]
+class Ssl(_Frontend):
+    """Frames of a frozen self-supervised speech model (DistilHuBERT: Chang et al., 2022), 50 per second.
+
+    The weights are a transformers `HubertModel` saved with `save_pretrained` in a local directory
+    (`model_dir`, else $SERNAS_SSL_DIR/<model>); nothing is ever downloaded at run time.
+    """
+
+    kind: Literal["ssl"] = "ssl"
+    model: Literal["distilhubert"] = "distilhubert"
+    model_dir: Path | None = Field(None, description="local HubertModel directory; default $SERNAS_SSL_DIR/<model>")
+    layer: int | None = Field(None, ge=0, description="hidden state to use (0: before the encoder); None: the last")
+    dim: int = Field(768, ge=1, description="frame width the model yields (checked when it loads)")
+
+    @property
+    def n_features(self) -> int:
+        return self.dim
+
+
+Frontend = Annotated[Mfcc | LogMel | Chroma | Ssl, Field(discriminator="kind")]
+
+# Frame rate of HuBERT-style models on 16 kHz audio: a 320-sample hop of their convolutional encoder.
+SSL_HOP = 320
 
 
 class FeatureSpec(BaseModel):
-    """Frontends are stacked along the feature axis into one (1, F, T) map per utterance.
+    """Frontends are stacked along the feature axis, in one of two layouts.
 
-    Defaults are emoDARTS's: 128 MFCCs of 16 kHz audio padded or cut to 8 s, the
-    128 x 513 matrix max-pooled down to 128 x 128.
+    - `map`: one (1, F, T) image per utterance (audio zero-padded or cut to `duration_s`), for CNNs.
+      Defaults are emoDARTS's: 128 MFCCs of 16 kHz audio padded or cut to 8 s, the 128 x 513
+      matrix max-pooled down to 128 x 128.
+    - `frames`: a (T, D) sequence per utterance with its true length: audio is cut to `duration_s`
+      but not padded, and frames are zero-padded to `max_frames` only when batched; models mask
+      the padding. SSL frames (DistilHuBERT) exist only in this layout.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -68,11 +94,34 @@ class FeatureSpec(BaseModel):
     scaling: Literal["standard", "none"] = Field(
         "standard", description="per-feature standard scaling fitted on training speakers only"
     )
+    layout: Literal["map", "frames"] = Field("map", description="map: (1, F, T) images; frames: (T, D) sequences")
+    max_frames: int | None = Field(
+        None, ge=1, description="frames layout: pad or cut every sequence to this; default: the frames of duration_s"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _frames_are_not_pooled(cls, data: object) -> object:
+        """`pool_to`'s default is the map layout's; a frames spec that does not name it gets none."""
+        if isinstance(data, dict) and data.get("layout") == "frames" and "pool_to" not in data:
+            return {**data, "pool_to": None}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:
         if not self.frontends:
-            raise ValueError("frontends: give at least one of mfcc, logmel, chroma")
+            raise ValueError("frontends: give at least one of mfcc, logmel, chroma, ssl")
+        ssl = [f for f in self.frontends if isinstance(f, Ssl)]
+        if ssl and (len(self.frontends) > 1 or self.layout != "frames"):
+            raise ValueError(
+                "an ssl frontend stands alone and yields frame sequences: use frontends [ssl] with layout 'frames'"
+            )
+        if ssl and self.sample_rate != 16000:
+            raise ValueError(f"{ssl[0].model} reads 16 kHz audio: set sample_rate 16000, not {self.sample_rate}")
+        if self.layout == "frames" and self.pool_to is not None:
+            raise ValueError("pool_to applies to the map layout only: set pool_to null for layout 'frames'")
+        if self.layout == "map" and self.max_frames is not None:
+            raise ValueError("max_frames applies to the frames layout only: set max_frames null for layout 'map'")
         if self.pool_to is not None:
             f, t = self.raw_shape
             if self.pool_to[0] > f or self.pool_to[1] > t:
@@ -87,18 +136,33 @@ class FeatureSpec(BaseModel):
         return round(self.duration_s * self.sample_rate)
 
     @property
-    def raw_shape(self) -> tuple[int, int]:
-        """(F, T) before pooling; librosa centres frames, hence the + 1."""
-        return sum(f.n_features for f in self.frontends), self.n_samples // self.hop_length + 1
+    def ssl(self) -> Ssl | None:
+        """The SSL frontend, when the features are a frozen model's frames."""
+        first = self.frontends[0]
+        return first if isinstance(first, Ssl) else None
 
     @property
-    def output_shape(self) -> tuple[int, int, int]:
-        """(channels, F, T) of one extracted example."""
+    def n_features(self) -> int:
+        return sum(f.n_features for f in self.frontends)
+
+    @property
+    def raw_shape(self) -> tuple[int, int]:
+        """(F, T) of `duration_s` of audio before pooling; librosa centres frames, hence the + 1."""
+        if self.ssl is not None:
+            return self.n_features, (self.n_samples - 400) // SSL_HOP + 1  # 400: the encoder's receptive field
+        return self.n_features, self.n_samples // self.hop_length + 1
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """One example as a model reads it: (channels, F, T) for a map, (T, D) for frames (padded)."""
+        if self.layout == "frames":
+            return self.max_frames or self.raw_shape[1], self.n_features
         f, t = self.pool_to or self.raw_shape
         return 1, f, t
 
     def cache_key(self) -> str:
-        """Names the cached features: everything that changes them (scaling happens later, per fold),
-        and librosa's version, so an upgrade never reuses features computed by an older one."""
-        extraction = self.model_dump_json(exclude={"scaling"})
+        """Names the cached features: everything that changes them (scaling happens later, per fold;
+        frame sequences are cached unpadded, so `max_frames` is applied on reading), and librosa's
+        version, so an upgrade never reuses features computed by an older one."""
+        extraction = self.model_dump_json(exclude={"scaling", "max_frames"})
         return hashlib.sha256(f"{extraction} librosa {version('librosa')}".encode()).hexdigest()[:16]
