@@ -333,8 +333,9 @@ def submit_body(args: argparse.Namespace) -> dict[str, Any]:
             corpus["label_map"] = pairs("--label-map", args.label_map, "excited=happy")
         if args.meta:
             corpus["meta"] = pairs("--meta", args.meta, "improvised=true")
+        if args.preset:
+            body["preset"] = args.preset
         body |= {
-            "preset": args.preset,
             "corpus": corpus,
             "overrides": overrides(args),
             "seed": args.seed,
@@ -350,7 +351,7 @@ def submit_body(args: argparse.Namespace) -> dict[str, Any]:
             if args.only_folds:
                 folds["only"] = [int(i) for i in args.only_folds]
             body["folds"] = folds
-        default_name = f"{args.corpus} / {args.preset}"
+        default_name = f"{args.corpus} / {args.preset or args.strategy or 'darts'}"
     body["name"] = args.name or default_name
     if args.idempotency_key:
         body["idempotency_key"] = args.idempotency_key

@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 
 from nas.errors import SernasError
-from nas.genome import Genome, build_model
+from nas.genome import Genome
 
 GENOME, WEIGHTS, METRICS, CARD = "genome.json", "weights.safetensors", "metrics.json", "MODEL_CARD.md"
+REPORT = "report.md"  # a search's per-fold table, beside its exported model
+PREDICTIONS = "predictions.npz"  # a retrained model's class probabilities on its validation and test rows
+RESULT_FILES = (GENOME, WEIGHTS, METRICS, REPORT)  # what a finished search's result folder offers
 
 
 def save_model(folder: Path, genome: Genome, model: Any, metrics: dict[str, Any]) -> Path:
@@ -36,9 +39,11 @@ def load_model(bundle: Path) -> tuple[Genome, Any, dict[str, Any]]:
     """(genome, model in eval mode with its trained weights, metrics) from a bundle folder or zip."""
     from safetensors.torch import load as load_weights
 
+    from nas.models import build
+
     files = _read_bundle(bundle)
     genome = Genome.model_validate_json(files[GENOME])
-    model = build_model(genome)
+    model = build(genome)
     model.load_state_dict(load_weights(files[WEIGHTS]))
     model.eval()
     metrics = json.loads(files[METRICS]) if METRICS in files else {}
@@ -65,7 +70,7 @@ def _read_bundle(bundle: Path) -> dict[str, bytes]:
 def model_card(genome: Genome, metrics: dict[str, Any]) -> str:
     summary = metrics.get("summary", {})
     lines = [
-        f"# {genome.kind} model for speech emotion recognition",
+        f"# {genome.family} model for speech emotion recognition",
         "",
         f"- Classes: {', '.join(genome.classes)}",
         f"- Input: {genome.input.model_dump_json()}",
@@ -120,11 +125,21 @@ def predict_files(bundle: Path, paths: list[Path]) -> list[Prediction]:
     predictions: list[Prediction] = []
     for path in paths:
         try:
-            features = compute_features(load_audio(path, spec.sample_rate), spec)
+            signal = load_audio(path, spec.sample_rate)
+            if spec.ssl is not None:
+                from nas.features.ssl import ssl_frames
+
+                features = ssl_frames(signal, spec)
+            else:
+                features = compute_features(signal, spec)
         except SernasError as exc:
             predictions.append(Prediction(path, None, {}, str(exc)))
             continue
-        probs = predict_proba(model, features[np.newaxis])[0]
+        if spec.layout == "frames":  # (T_i, D): one unpadded sequence, at most max_frames long
+            features = features[: spec.output_shape[0]]
+            probs = predict_proba(model, features[np.newaxis], np.array([len(features)]))[0]
+        else:
+            probs = predict_proba(model, features[np.newaxis])[0]
         label = genome.classes[int(np.argmax(probs))]
         predictions.append(Prediction(path, label, dict(zip(genome.classes, map(float, probs), strict=True))))
     return predictions

@@ -9,9 +9,12 @@ import sys
 import time
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import ConfigError, SernasError
+
+if TYPE_CHECKING:
+    from nas.spec import SpecBase
 
 log = logging.getLogger("sernas")
 
@@ -67,8 +70,12 @@ def add_spec_arguments(parser: argparse.ArgumentParser, *, required: bool, data_
     and the service's `submit`."""
     parser.add_argument("--corpus", required=required, help="corpus reader, e.g. ravdess, iemocap, csv")
     parser.add_argument("--data", required=required, type=Path, help=data_help)
-    parser.add_argument("--preset", default="emodarts", help="search-space preset (see `sernas presets`)")
-    parser.add_argument("--strategy", default=None, help="refuse a preset of another strategy (default: the preset's)")
+    parser.add_argument(
+        "--preset", default=None, help="search-space preset (see `sernas presets`; default: the strategy's first)"
+    )
+    parser.add_argument(
+        "--strategy", default=None, help="darts or tpe-asha; refuses a preset of another strategy (default: darts)"
+    )
     parser.add_argument("--classes", type=csv_list, help="comma-separated labels to keep, e.g. calm,angry")
     parser.add_argument("--speakers", type=csv_list, help="comma-separated speakers to keep")
     parser.add_argument("--label-map", type=csv_list, default=[], help="renames, e.g. excited=happy")
@@ -113,8 +120,8 @@ def pairs(option: str, items: list[str], example: str) -> dict[str, str]:
     return pairs
 
 
-def build_spec(args: argparse.Namespace):
-    from nas.spec import CorpusSpec, FoldSpec, SearchSpec
+def build_spec(args: argparse.Namespace) -> SpecBase:
+    from nas.spec import CorpusSpec, FoldSpec, spec_from_preset
 
     corpus = CorpusSpec(
         name=args.corpus,
@@ -128,10 +135,13 @@ def build_spec(args: argparse.Namespace):
         n_folds=args.folds or FoldSpec().n_folds,
         only=tuple(int(i) for i in args.only_folds) if args.only_folds else None,
     )
-    spec = SearchSpec.from_preset(args.preset, corpus, overrides(args), folds=folds, seed=args.seed, device=args.device)
+    from search_spaces.presets import default_preset
+
+    preset = args.preset or default_preset(args.strategy or "darts")
+    spec = spec_from_preset(preset, corpus, overrides(args), folds=folds, seed=args.seed, device=args.device)
     if args.strategy is not None and args.strategy != spec.strategy:
         raise ConfigError(
-            f"preset {args.preset!r} is for strategy {spec.strategy!r}, not {args.strategy!r}; "
+            f"preset {preset!r} is for strategy {spec.strategy!r}, not {args.strategy!r}; "
             "pick a preset of that strategy (see `sernas presets`)"
         )
     return spec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,43 @@ from nas.features.extract import extract
 from nas.features.spec import FeatureSpec
 from nas.reporting import Reporter
 from nas.spec import CorpusSpec
-from nas.strategies.base import PreparedData
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Inputs and labels a model trains or is scored on; `lengths` for frame sequences only."""
+
+    x: np.ndarray  # (N, 1, F, T) maps or (N, T, D) zero-padded frames
+    y: np.ndarray  # (N,) int64
+    lengths: np.ndarray | None = None  # (N,) int64 true frame counts
+
+    def __post_init__(self) -> None:
+        assert len(self.x) == len(self.y), f"x has {len(self.x)} examples but y has {len(self.y)}"
+        assert self.lengths is None or len(self.lengths) == len(self.x), "one length per example"
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def rows(self, index: np.ndarray) -> Examples:
+        return Examples(self.x[index], self.y[index], None if self.lengths is None else self.lengths[index])
+
+
+@dataclass
+class PreparedData:
+    """A corpus after selection, validation and feature extraction (features not yet scaled)."""
+
+    utterances: list[Utterance]
+    x: np.ndarray  # (N, 1, F, T) maps or (N, T, D) zero-padded frames, float32
+    y: np.ndarray  # (N,) int64 index into `classes`
+    classes: tuple[str, ...]
+    problems: list[FileProblem] = field(default_factory=list)
+    lengths: np.ndarray | None = None  # (N,) int64 true frame counts; frames only
+
+    def __post_init__(self) -> None:
+        assert len(self.utterances) == len(self.x) == len(self.y), "utterances, x and y must align"
+
+    def rows(self, index: np.ndarray) -> Examples:
+        return Examples(self.x[index], self.y[index], None if self.lengths is None else self.lengths[index])
 
 
 def select_utterances(corpus: CorpusSpec, reporter: Reporter) -> tuple[list[Utterance], list[FileProblem]]:
@@ -57,4 +94,4 @@ def featurise(
     classes = class_names(kept, corpus)
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[u.label] for u in kept], dtype=np.int64)
-    return PreparedData(kept, extracted.x, y, classes, problems + extracted.problems)
+    return PreparedData(kept, extracted.x, y, classes, problems + extracted.problems, extracted.lengths)

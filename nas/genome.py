@@ -1,7 +1,10 @@
-"""Genome: a versioned JSON description of a trained-or-trainable network.
+"""Genome: a versioned, torch-free JSON description of a trained-or-trainable network.
 
-`build_model(genome)` rebuilds the network anywhere; `import_genotype` reads the
-`Genotype(...)` text printed by pt.darts / emoDARTS with a real parser (never `eval`).
+A genome holds its input (FeatureSpec), its architecture (discriminated by `family`), the
+recipe that retrains it, its classes and where it came from. `nas.models.build(genome)` rebuilds
+the network; `import_genotype` reads the `Genotype(...)` text printed by pt.darts / emoDARTS
+with a real parser (never `eval`). Version 1 genomes (search options instead of a recipe) are read
+and converted.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nas.errors import GenomeError
 from nas.features.spec import FeatureSpec
+from nas.recipe import TrainRecipe
+from search_spaces.bigru import BiGruArchitecture
 from search_spaces.darts import CNN_OPS, SEQ_OPS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SEQ_COLLAPSE_FLAG = "seq_collapsed_to_skip_connect"
 
 
@@ -107,7 +112,9 @@ class CnnBiLstmAttArchitecture(BaseModel):
     dropout: float = Field(0.3, ge=0, lt=1)
 
 
-Architecture = Annotated[EmoDartsArchitecture | CnnBiLstmAttArchitecture, Field(discriminator="family")]
+Architecture = Annotated[
+    EmoDartsArchitecture | CnnBiLstmAttArchitecture | BiGruArchitecture, Field(discriminator="family")
+]
 
 
 class Provenance(BaseModel):
@@ -122,24 +129,41 @@ class Provenance(BaseModel):
 class Genome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     input: FeatureSpec
     architecture: Architecture
     classes: tuple[str, ...] = Field(min_length=2)
-    hyperparameters: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    training: TrainRecipe = Field(default_factory=TrainRecipe, description="how to retrain the network")
     provenance: Provenance = Field(default_factory=Provenance)
     flags: tuple[str, ...] = ()
 
     @property
-    def kind(self) -> str:
+    def family(self) -> str:
         return self.architecture.family
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_version_1(cls, data: Any) -> Any:
+        """Version 1 kept the darts search options as `hyperparameters`; its retraining settings become the recipe."""
+        if not (isinstance(data, dict) and data.get("schema_version") == 1):
+            return data
+        data = dict(data)
+        options = data.pop("hyperparameters", None) or {}
+        recipe = {field: options[key] for field, key in _VERSION_1_RECIPE.items() if key in options}
+        return {**data, "schema_version": SCHEMA_VERSION, "training": {"optimizer": "sgd", **recipe}}
 
-def build_model(genome: Genome) -> Any:
-    """An untrained `nas.models.SerModel` for the genome (load a bundle's weights into it)."""
-    from nas.models import build  # torch is imported only when a model is built
 
-    return build(genome)
+# TrainRecipe field -> the darts option a version 1 genome named it by.
+_VERSION_1_RECIPE = {
+    "epochs": "train_epochs",
+    "batch_size": "batch_size",
+    "lr": "w_lr",
+    "lr_min": "w_lr_min",
+    "momentum": "w_momentum",
+    "weight_decay": "w_weight_decay",
+    "grad_clip": "w_grad_clip",
+    "patience": "patience",
+}
 
 
 # ---------------------------------------------------------------- Genotype(...) importer

@@ -99,8 +99,10 @@ def latency_ms(
     device: str = "cpu",
     warmup: int = 10,
     runs: int = 50,
+    frames: bool = False,
 ) -> dict[str, float]:
-    """Inference latency of one example (batch 1) of shape `input_shape`, e.g. (1, F, T).
+    """Inference latency of one example (batch 1) of shape `input_shape`: a map (1, F, T), or a
+    whole frame sequence (T, D) when `frames` (the model then takes its length too).
 
     The model must already be on `device`. REFERENCE.md's protocol is 100 warm-up and 1000
     timed runs; the defaults are smaller so trials stay cheap, pass those for a paper table.
@@ -109,6 +111,7 @@ def latency_ms(
 
     assert warmup >= 0 and runs >= 1, f"need warmup >= 0 and runs >= 1, got {warmup}, {runs}"
     x = torch.randn(1, *input_shape, device=device)
+    inputs = (x, torch.tensor([input_shape[0]], device=device)) if frames else (x,)
     cuda = torch.device(device).type == "cuda"
     was_training = model.training
     model.eval()
@@ -116,7 +119,7 @@ def latency_ms(
     with torch.inference_mode():
         for i in range(warmup + runs):
             start = time.perf_counter()
-            model(x)
+            model(*inputs)
             if cuda:  # kernels run asynchronously: wait for them before reading the clock
                 torch.cuda.synchronize(device)
             if i >= warmup:

@@ -2,7 +2,13 @@
 
 Strategies never touch SQL, HTTP or Ray; they report trials, per-epoch values and logs
 here. `start_trial` is keyed, so a resumed search that starts the same trial again gets
-the same id back instead of a duplicate.
+the same id back instead of a duplicate. The Reporter records; it decides nothing: whether a
+trial stops early is its strategy's pruner or scheduler's call (Optuna, Ray Tune), and what a
+resumed search skips is read from the search's own checkpoints.
+
+Ownership and consistency: one search has one reporter at a time (the holder of its lease). A
+trial's steps are keyed by (trial, step), so a step reported again (a resume replaying restored
+epochs) overwrites, never duplicates. `finish_trial` writes every step reported before it first.
 """
 
 from __future__ import annotations
@@ -29,16 +35,14 @@ class TrialState(enum.StrEnum):
 
 class Reporter(abc.ABC):
     @abc.abstractmethod
-    def start_trial(self, key: str, params: dict[str, Any]) -> int:
-        """Open (or, on resume, reopen) the trial named `key`; returns its id."""
+    def start_trial(
+        self, key: str, params: dict[str, Any], *, fold: int | None = None, stage: str | None = None
+    ) -> int:
+        """Open (or, on resume, reopen) the trial named `key` of `fold` and `stage`; returns its id."""
 
     @abc.abstractmethod
     def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> None:
         """Intermediate values of one step (epoch) of a trial."""
-
-    def should_prune(self, trial_id: int, step: int) -> bool:
-        """Whether the trial should stop early; strategies with their own pruner ignore this."""
-        return False
 
     @abc.abstractmethod
     def finish_trial(
@@ -51,10 +55,6 @@ class Reporter(abc.ABC):
     ) -> None:
         """Close a trial with its final metrics, its genome and the files it produced."""
 
-    @abc.abstractmethod
-    def finished_trials(self) -> dict[str, int]:
-        """Keys and ids of trials already finished (a resumed search skips them)."""
-
     def log(self, message: str, level: int = logging.INFO) -> None:
         log.log(level, message)
 
@@ -64,6 +64,8 @@ class TrialRecord:
     id: int
     key: str
     params: dict[str, Any]
+    fold: int | None = None
+    stage: str | None = None
     state: TrialState = TrialState.RUNNING
     steps: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -79,18 +81,22 @@ class InMemoryReporter(Reporter):
         self.trials: dict[int, TrialRecord] = {}
         self.messages: list[str] = []
 
-    def start_trial(self, key: str, params: dict[str, Any]) -> int:
+    def start_trial(
+        self, key: str, params: dict[str, Any], *, fold: int | None = None, stage: str | None = None
+    ) -> int:
         for trial in self.trials.values():
             if trial.key == key:
                 if trial.state in (TrialState.RUNNING, TrialState.FAILED):  # finished trials stay finished
                     trial.state = TrialState.RUNNING
                 return trial.id
         trial_id = len(self.trials) + 1
-        self.trials[trial_id] = TrialRecord(trial_id, key, dict(params))
+        self.trials[trial_id] = TrialRecord(trial_id, key, dict(params), fold, stage)
         return trial_id
 
     def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> None:
-        self.trials[trial_id].steps.append((step, dict(metrics)))
+        steps = self.trials[trial_id].steps
+        steps[:] = [(s, m) for s, m in steps if s != step]  # keyed by step, as in the study database
+        steps.append((step, dict(metrics)))
 
     def finish_trial(
         self,
@@ -103,9 +109,6 @@ class InMemoryReporter(Reporter):
         trial = self.trials[trial_id]
         trial.state, trial.metrics, trial.genome = state, dict(metrics), genome
         trial.artifacts = dict(artifacts or {})
-
-    def finished_trials(self) -> dict[str, int]:
-        return {t.key: t.id for t in self.trials.values() if t.state != TrialState.RUNNING}
 
     def log(self, message: str, level: int = logging.INFO) -> None:
         self.messages.append(message)

@@ -7,11 +7,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from nas.bundle import GENOME, METRICS, WEIGHTS
+from nas.bundle import GENOME, METRICS, REPORT, WEIGHTS
 from nas.dataset import class_names, featurise, select_utterances
 from nas.errors import ConfigError
 from nas.reporting import InMemoryReporter, Reporter
-from nas.spec import SearchSpec
+from nas.spec import SpecBase, parse_spec
 from nas.strategies import get_strategy
 from nas.strategies.base import SearchContext, SearchResult
 
@@ -19,7 +19,7 @@ SPEC = "spec.json"
 
 
 def run_search(
-    spec: SearchSpec,
+    spec: SpecBase,
     out: Path,
     *,
     cache_dir: Path | None = None,
@@ -28,16 +28,21 @@ def run_search(
     search_id: str | None = None,
     progress: bool = True,
 ) -> SearchResult:
-    """Run (or resume, when `out` holds the same spec) a search and write its result folder."""
+    """Run (or resume, when `out` holds the same spec) a search and write its result folder.
+
+    The strategy's preflight (e.g. the emoDARTS memory estimate) runs here, once, against the
+    device this process will run the search on, before any audio is decoded.
+    """
     from nas.features.extract import default_cache_dir
     from nas.train import resolve_device
 
     reporter = reporter or InMemoryReporter()
     _claim_folder(out, spec, reporter)
     strategy = get_strategy(spec.strategy)
+    device = resolve_device(spec.device)
 
     utterances, problems = select_utterances(spec.corpus, reporter)
-    strategy.preflight(spec, len(class_names(utterances, spec.corpus)))
+    strategy.preflight(spec, len(class_names(utterances, spec.corpus)), device)
     data = featurise(
         utterances, problems, spec.corpus, spec.features, reporter, cache_dir or default_cache_dir(), progress
     )
@@ -50,7 +55,7 @@ def run_search(
         data=data,
         reporter=reporter,
         workdir=out,
-        device=resolve_device(spec.device),
+        device=device,
         is_cancelled=is_cancelled,
         progress=progress,
         search_id=search_id,
@@ -60,10 +65,10 @@ def run_search(
     return result
 
 
-def _claim_folder(out: Path, spec: SearchSpec, reporter: Reporter) -> None:
+def _claim_folder(out: Path, spec: SpecBase, reporter: Reporter) -> None:
     saved = out / SPEC
     if saved.exists():
-        if SearchSpec.model_validate_json(saved.read_text()) != spec:
+        if parse_spec(saved.read_text()) != spec:
             raise ConfigError(
                 f"{out} holds a different search (see {saved}); choose another --out, or delete it to start over"
             )
@@ -85,7 +90,7 @@ def _write_result(out: Path, result: SearchResult, problems: list[str]) -> None:
         "skipped_files": problems,
     }
     (out / METRICS).write_text(json.dumps(metrics, indent=2))
-    (out / "report.md").write_text(_report(result, problems))
+    (out / REPORT).write_text(_report(result, problems))
 
 
 def _report(result: SearchResult, problems: list[str]) -> str:
@@ -95,15 +100,16 @@ def _report(result: SearchResult, problems: list[str]) -> str:
         "",
         f"Test UA {s['ua_mean']:.3f} ± {s['ua_std']:.3f}, WA {s['wa_mean']:.3f} ± {s['wa_std']:.3f}, "
         f"macro-F1 {s['macro_f1_mean']:.3f} ± {s['macro_f1_std']:.3f} over {len(result.folds)} fold(s).",
-        f"Exported model: fold {result.best.fold} (best validation UA; test scores never choose).",
+        f"Exported model: fold {result.best.fold} (best validation score; test scores never choose).",
         "",
-        "| fold | test speakers | val UA | test UA | test WA | macro-F1 | params | flags |",
-        "|---|---|---|---|---|---|---|---|",
+        "| fold | test speakers | family | val UA | test UA | test WA | macro-F1 | params | flags |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for fold in result.folds:
         m = fold.metrics
         lines.append(
-            f"| {fold.fold} | {', '.join(fold.test_speakers)} | {m['val_ua']:.3f} | {m['ua']:.3f} | "
+            f"| {fold.fold} | {', '.join(fold.test_speakers)} | {fold.genome.family} | {m['val_ua']:.3f} | "
+            f"{m['ua']:.3f} | "
             f"{m['wa']:.3f} | {m['macro_f1']:.3f} | {m['params']:,} | {', '.join(fold.genome.flags) or '-'} |"
         )
     if problems:

@@ -1,18 +1,31 @@
 """SearchSpec: everything that defines one search, as one JSON document.
 
-The same object travels CLI/API -> study database -> worker unchanged.
+One spec type per strategy on a shared base (corpus, features, folds, seed, device, gpus, preset,
+objective), joined in one union discriminated by `strategy`. The same JSON travels CLI/API ->
+study database -> worker unchanged; `SEARCH_SPEC` validates it anywhere.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from nas.features.spec import FeatureSpec
-from search_spaces.darts import DartsOptions, EmoDartsSpace
+from nas.errors import ConfigError
+from search_spaces.darts import DartsSections
 from search_spaces.presets import get_preset
+from search_spaces.tpe_asha import TpeAshaSections
 
 
 class CorpusSpec(BaseModel):
@@ -36,20 +49,32 @@ class FoldSpec(BaseModel):
     n_folds: int = Field(6, ge=2, description="speaker folds (ignored for session folds)")
     only: tuple[int, ...] | None = Field(None, description="run just these fold indices")
 
+    @model_validator(mode="after")
+    def _only_existing(self) -> FoldSpec:
+        if self.by == "speaker" and self.only is not None:
+            unknown = sorted(i for i in self.only if not 0 <= i < self.n_folds)
+            if unknown:
+                raise ValueError(f"only names folds {unknown}, but there are only folds 0..{self.n_folds - 1}")
+        return self
 
-class SearchSpec(BaseModel):
+
+Objective = Literal["ua", "wa", "macro_f1"]
+
+
+class SpecBase(BaseModel):
+    """What every search has, whatever its strategy."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strategy: Literal["darts"] = "darts"
     corpus: CorpusSpec
-    space: EmoDartsSpace = EmoDartsSpace()
-    features: FeatureSpec = FeatureSpec()
-    options: DartsOptions = DartsOptions()
     folds: FoldSpec = FoldSpec()
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gpus: float = Field(0, ge=0, description="GPUs reserved for the search (Ray sets CUDA_VISIBLE_DEVICES)")
     preset: str | None = Field(None, description="the preset this spec was built from, for the record")
+    objective: Objective = Field(
+        "ua", description="the validation metric that chooses among candidates (test scores never choose)"
+    )
 
     @field_validator("seed")
     @classmethod
@@ -58,17 +83,59 @@ class SearchSpec(BaseModel):
             raise ValueError("seed must be in [0, 2**32)")
         return seed
 
-    @classmethod
-    def from_preset(
-        cls, preset: str, corpus: CorpusSpec, overrides: dict[str, Any] | None = None, **fields: Any
-    ) -> SearchSpec:
-        chosen = get_preset(preset).with_overrides(overrides or {})
-        return cls(
-            strategy=chosen.strategy,
-            corpus=corpus,
-            space=chosen.space,
-            features=chosen.features,
-            options=chosen.options,
-            preset=preset,
-            **fields,
-        )
+    @model_validator(mode="after")
+    def _device_has_gpus(self) -> SpecBase:
+        if self.device == "cuda" and self.gpus == 0:
+            raise ValueError("device 'cuda' reserves no GPU: set gpus to 1 (or more), or device 'auto'")
+        return self
+
+    def search_gpus(self) -> float:
+        """GPUs the search's own task holds (strategies whose trials are Ray tasks of their own hold none)."""
+        return self.gpus
+
+
+class DartsSearch(SpecBase, DartsSections):
+    """emoDARTS (Rajapakshe et al., 2024): a CNN + SeqNN supernet searched by DARTS, per fold."""
+
+
+class TpeAshaSearch(SpecBase, TpeAshaSections):
+    """Optuna TPE with successive-halving pruning over a family's hyperparameters (Ahmadianshalchi et al., 2026)."""
+
+    gpus: float = Field(0, ge=0, description="GPUs of each trial (a Ray task of its own; the search holds none)")
+
+    def search_gpus(self) -> float:
+        # Ray releases a blocked task's CPUs but keeps its GPUs: a driver holding the GPU its
+        # trials ask for would wait on them forever.
+        return 0
+
+
+def _strategy(value: Any) -> str:
+    # Specs written before there was more than one strategy name none: they are darts specs.
+    return value.get("strategy", "darts") if isinstance(value, dict) else value.strategy
+
+
+SearchSpec = Annotated[
+    Annotated[DartsSearch, Tag("darts")] | Annotated[TpeAshaSearch, Tag("tpe-asha")],
+    Discriminator(_strategy),
+]
+SEARCH_SPEC: TypeAdapter[DartsSearch | TpeAshaSearch] = TypeAdapter(SearchSpec)
+STRATEGY_SPECS: dict[str, type[SpecBase]] = {"darts": DartsSearch, "tpe-asha": TpeAshaSearch}
+
+
+def parse_spec(data: dict[str, Any] | str | bytes) -> DartsSearch | TpeAshaSearch:
+    """A SearchSpec from its JSON (text or parsed); pydantic's ValidationError names bad fields."""
+    if isinstance(data, str | bytes):
+        return SEARCH_SPEC.validate_json(data)
+    return SEARCH_SPEC.validate_python(data)
+
+
+def spec_from_preset(
+    preset: str, corpus: CorpusSpec, overrides: dict[str, Any] | None = None, **fields: Any
+) -> DartsSearch | TpeAshaSearch:
+    """The preset's sections with dotted-key overrides, plus the corpus and the shared fields."""
+    sections = get_preset(preset).with_overrides(overrides or {}).sections
+    try:
+        return SEARCH_SPEC.validate_python({**dict(sections), "corpus": corpus, "preset": preset, **fields})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"preset {preset!r}: {problems}") from exc

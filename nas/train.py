@@ -1,9 +1,10 @@
 """The one training/evaluation loop every strategy uses.
 
-`fit` trains with cross-entropy, selects the epoch with the best validation UA (ties go to
-the lower validation loss), stops early on `patience`, checkpoints after every epoch and
-resumes from that checkpoint bit-for-bit: a run interrupted after epoch k and resumed ends
-with exactly the weights and history of an uninterrupted run (on CPU).
+`fit` trains with cross-entropy, selects the epoch with the best monitored validation value
+(UA, ties going to the lower loss; or the loss), stops early on `patience`, checkpoints after every
+epoch and resumes from that checkpoint bit-for-bit: a run interrupted after epoch k and resumed
+ends with exactly the weights and history of an uninterrupted run (on CPU). Inputs are maps
+(N, 1, F, T), or frame sequences (N, T, D) with their true lengths, which reach the model.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas.dataset import Examples
 from nas.errors import ConfigError, SearchCancelled
 from nas.metrics import classification_report
+from nas.recipe import TrainRecipe
 
 CHECKPOINT_VERSION = 1
 
@@ -44,6 +47,12 @@ class TrainConfig:
     patience: int | None = None  # epochs without a better validation UA before stopping
     seed: int = 0
     amp: bool = True  # mixed precision on CUDA only; CPU always trains in float32
+    monitor: Literal["val_ua", "val_loss"] = "val_ua"  # picks the best epoch and runs out the patience
+
+    @classmethod
+    def of(cls, recipe: TrainRecipe, seed: int) -> TrainConfig:
+        """The loop's settings for a genome's recipe."""
+        return cls(**recipe.model_dump(), seed=seed)
 
     def __post_init__(self) -> None:
         problems = []
@@ -63,6 +72,8 @@ class TrainConfig:
             problems.append(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         if self.patience is not None and self.patience < 1:
             problems.append(f"patience must be >= 1 or None, got {self.patience}")
+        if self.monitor not in ("val_ua", "val_loss"):
+            problems.append(f"monitor must be val_ua or val_loss, got {self.monitor!r}")
         if problems:
             raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -103,30 +114,37 @@ def resolve_device(preference: str) -> str:
 
 
 def iterate_batches(
-    x: np.ndarray,
-    y: np.ndarray,
+    examples: Examples,
     batch_size: int,
     *,
     shuffle: bool,
     generator: np.random.Generator | None,
     device: str,
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Mini-batches (float32 x, int64 y) on `device`; the last partial batch is kept."""
-    assert len(x) == len(y), f"x has {len(x)} examples but y has {len(y)}"
+) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+    """Mini-batches (float32 x, int64 y, int64 lengths or None) on `device`; the last partial batch is kept.
+
+    Frame sequences are cut to the longest sequence of the batch: less padding to mask and compute.
+    """
     assert batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"
     assert not shuffle or generator is not None, "shuffling needs a generator (for reproducible order)"
-    order = generator.permutation(len(x)) if shuffle else np.arange(len(x))
-    for start in range(0, len(x), batch_size):
+    order = generator.permutation(len(examples)) if shuffle else np.arange(len(examples))
+    for start in range(0, len(examples), batch_size):
         index = order[start : start + batch_size]
-        xb = torch.from_numpy(np.ascontiguousarray(x[index], dtype=np.float32))
-        yb = torch.from_numpy(np.asarray(y[index], dtype=np.int64))
-        yield xb.to(device), yb.to(device)
+        x = examples.x[index]
+        lb = None
+        if examples.lengths is not None:
+            lengths = examples.lengths[index]
+            x = x[:, : int(lengths.max())]  # (B, T, D) -> (B, T_batch, D)
+            lb = torch.from_numpy(np.asarray(lengths, dtype=np.int64)).to(device)
+        xb = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        yb = torch.from_numpy(np.asarray(examples.y[index], dtype=np.int64))
+        yield xb.to(device), yb.to(device), lb
 
 
 def fit(
     model: nn.Module,
-    train: tuple[np.ndarray, np.ndarray],
-    validation: tuple[np.ndarray, np.ndarray] | None,
+    train: Examples,
+    validation: Examples | None,
     config: TrainConfig,
     *,
     classes: Sequence[str],
@@ -141,25 +159,27 @@ def fit(
     Without validation the last epoch counts as best and `patience` is ignored.
     `on_epoch(epoch, entry)` is called after each epoch (1-based) once its checkpoint is
     written, and again on resume for every epoch restored from the checkpoint: a kill between
-    the two loses no report (reporters key steps by epoch, so a re-report overwrites). `is_cancelled` is
-    polled before every batch and turns into `SearchCancelled`, leaving the checkpoint of
-    the last finished epoch in place.
+    the two loses no report (reporters key steps by epoch, so a re-report overwrites). An
+    exception raised by `on_epoch` (e.g. `optuna.TrialPruned` from a pruner's verdict) stops
+    training cleanly after that epoch's checkpoint and propagates. `is_cancelled` is polled
+    before every batch and turns into `SearchCancelled`, leaving the checkpoint of the last
+    finished epoch in place.
     """
-    x_train, y_train = train
-    assert len(x_train) > 0, "fit needs at least one training example"
+    assert len(train) > 0, "fit needs at least one training example"
     classes = tuple(classes)
     model.to(device)
     seed_everything(config.seed)
     batches = np.random.default_rng(config.seed)  # shuffling order, saved in every checkpoint
 
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(parameters, config)
+    # A SerModel names its own groups (e.g. L2 on recurrent weights only); a bare module trains as one group.
+    groups = model.parameter_groups(config.weight_decay) if hasattr(model, "parameter_groups") else None
+    optimizer = _optimizer(groups or [{"params": [p for p in model.parameters() if p.requires_grad]}], config)
     scheduler = _scheduler(optimizer, config)
     amp_dtype = _amp_dtype(device, config)
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=amp_dtype == torch.float16)
 
     history: list[dict[str, float]] = []
-    best_epoch, best_key, best_state = 0, (-1.0, 0.0), None  # key: (val UA, -val loss), larger is better
+    best_epoch, best_key, best_state = 0, (-np.inf, -np.inf), None  # larger is better, see _monitored
     stopped_early = False
     if checkpoint_path is not None and checkpoint_path.exists():
         state = _load_checkpoint(checkpoint_path, config, classes)
@@ -185,7 +205,7 @@ def fit(
             lr = optimizer.param_groups[0]["lr"]
             train_loss, train_acc = _train_epoch(
                 model,
-                (x_train, y_train),
+                train,
                 config=config,
                 optimizer=optimizer,
                 scaler=scaler,
@@ -200,9 +220,14 @@ def fit(
             if validation is None:
                 best_epoch = epoch
             else:
-                report = evaluate(model, *validation, classes, device)
-                entry |= {"val_loss": report["loss"], "val_ua": report["ua"], "val_wa": report["wa"]}
-                key = (report["ua"], -report["loss"])
+                report = evaluate(model, validation, classes, device)
+                entry |= {
+                    "val_loss": report["loss"],
+                    "val_ua": report["ua"],
+                    "val_wa": report["wa"],
+                    "val_macro_f1": report["macro_f1"],
+                }
+                key = _monitored(config, report)
                 if key > best_key:
                     best_epoch, best_key = epoch, key
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -243,9 +268,16 @@ def fit(
     return FitResult(best_epoch=best_epoch, history=history, stopped_early=stopped_early)
 
 
+def _monitored(config: TrainConfig, report: dict[str, Any]) -> tuple[float, float]:
+    """The best epoch's key, larger is better: UA then lower loss, or lower loss then UA."""
+    if config.monitor == "val_loss":
+        return -report["loss"], report["ua"]
+    return report["ua"], -report["loss"]
+
+
 def _train_epoch(
     model: nn.Module,
-    train: tuple[np.ndarray, np.ndarray],
+    train: Examples,
     *,
     config: TrainConfig,
     optimizer: torch.optim.Optimizer,
@@ -256,10 +288,9 @@ def _train_epoch(
     is_cancelled: Callable[[], bool] | None,
     epoch: int,
 ) -> tuple[float, float]:
-    x, y = train
     model.train()
     total_loss, correct = 0.0, 0
-    for xb, yb in iterate_batches(x, y, config.batch_size, shuffle=True, generator=batches, device=device):
+    for xb, yb, lb in iterate_batches(train, config.batch_size, shuffle=True, generator=batches, device=device):
         if is_cancelled is not None and is_cancelled():
             raise SearchCancelled(
                 f"training cancelled during epoch {epoch}; the checkpoint, if any, keeps the "
@@ -267,7 +298,7 @@ def _train_epoch(
             )
         autocast = torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
         with autocast:
-            logits = model(xb)
+            logits = model(xb) if lb is None else model(xb, lb)
             loss = F.cross_entropy(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -278,32 +309,33 @@ def _train_epoch(
         scaler.update()
         total_loss += loss.item() * len(yb)
         correct += int((logits.argmax(dim=1) == yb).sum())
-    return total_loss / len(x), correct / len(x)
+    return total_loss / len(train), correct / len(train)
 
 
-def predict_proba(model: nn.Module, x: np.ndarray, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
+def predict_proba(
+    model: nn.Module, x: np.ndarray, lengths: np.ndarray | None = None, device: str = "cpu", batch_size: int = 64
+) -> np.ndarray:
     """Class probabilities (N, K) in eval mode."""
-    return _softmax(_predict_logits(model, x, device, batch_size))
+    examples = Examples(x, np.zeros(len(x), dtype=np.int64), lengths)
+    return _softmax(_predict_logits(model, examples, device, batch_size))
 
 
-def evaluate(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, classes: Sequence[str], device: str = "cpu"
-) -> dict[str, Any]:
-    """`classification_report` of the model on (x, y), plus its mean cross-entropy `loss`."""
-    logits = _predict_logits(model, x, device, batch_size=64)
-    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(np.asarray(y, dtype=np.int64)))
-    return classification_report(np.asarray(y), _softmax(logits), classes) | {"loss": float(loss)}
+def evaluate(model: nn.Module, examples: Examples, classes: Sequence[str], device: str = "cpu") -> dict[str, Any]:
+    """`classification_report` of the model on the examples, plus its mean cross-entropy `loss`."""
+    logits = _predict_logits(model, examples, device, batch_size=64)
+    y = np.asarray(examples.y, dtype=np.int64)
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y))
+    return classification_report(y, _softmax(logits), classes) | {"loss": float(loss)}
 
 
-def _predict_logits(model: nn.Module, x: np.ndarray, device: str, batch_size: int) -> np.ndarray:
-    assert len(x) > 0, "nothing to predict: x is empty"
+def _predict_logits(model: nn.Module, examples: Examples, device: str, batch_size: int) -> np.ndarray:
+    assert len(examples) > 0, "nothing to predict: no examples"
     was_training = model.training
     model.eval()
-    dummy_y = np.zeros(len(x), dtype=np.int64)
     with torch.inference_mode():
         logits = [
-            model(xb).float().cpu()
-            for xb, _ in iterate_batches(x, dummy_y, batch_size, shuffle=False, generator=None, device=device)
+            (model(xb) if lb is None else model(xb, lb)).float().cpu()
+            for xb, _, lb in iterate_batches(examples, batch_size, shuffle=False, generator=None, device=device)
         ]
     model.train(was_training)
     return torch.cat(logits).numpy().astype(np.float64)  # float64: softmax and loss without rounding noise
@@ -314,16 +346,17 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer over parameter groups; a group without its own weight decay takes the config's."""
     match config.optimizer:
         case "sgd":
-            return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+            return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
         case "adam":
-            return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+            return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
         case "adamw":
-            return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+            return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         case "rmsprop":
-            return torch.optim.RMSprop(parameters, lr=config.lr, weight_decay=config.weight_decay)
+            return torch.optim.RMSprop(groups, lr=config.lr, weight_decay=config.weight_decay)
     raise AssertionError(f"unreachable: optimizer {config.optimizer!r} passed TrainConfig validation")
 
 

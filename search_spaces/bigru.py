@@ -17,6 +17,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nas.recipe import TrainRecipe
+from search_spaces.distributions import CategoricalDistribution, Distribution, FloatDistribution, IntDistribution
+
 
 class BiGruArchitecture(BaseModel):
     """Dropout -> masking -> LayerNorm -> stacked BiGRU -> dense, after Ahmadianshalchi et al. (2026).
@@ -48,3 +51,29 @@ class BiGruArchitecture(BaseModel):
             return (self.base_units,)
         step = (self.final_units - self.base_units) / (self.layers - 1)
         return tuple(round(self.base_units + k * step) for k in range(self.layers))
+
+
+# The paper's search space. L2 0.01..0.03 step 0.003 is not a whole number of steps: 0.028 is the
+# last point of its grid (Optuna itself would lower `high` to it).
+SPACE: dict[str, Distribution] = {
+    "layers": IntDistribution(low=1, high=2),
+    "base_units": IntDistribution(low=128, high=256, step=32),
+    "final_units": IntDistribution(low=32, high=128, step=32),
+    "lr": FloatDistribution(low=0.001, high=0.01, step=0.001),
+    "dropout": FloatDistribution(low=0.0, high=0.5, step=0.05),
+    "l2": FloatDistribution(low=0.01, high=0.028, step=0.003),
+    "optimizer": CategoricalDistribution(choices=("adam", "sgd", "rmsprop")),
+}
+
+# Training as published: batch 16, up to 150 epochs, early stopping with patience 3 on the
+# validation loss, a constant learning rate (Keras' default).
+RECIPE = TrainRecipe(
+    epochs=150,
+    batch_size=16,
+    optimizer="adam",
+    lr=0.003,
+    schedule="constant",
+    grad_clip=None,
+    patience=3,
+    monitor="val_loss",
+)

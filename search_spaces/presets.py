@@ -1,19 +1,22 @@
-"""Named starting points: a strategy with its space, features and options.
+"""Named starting points: a strategy's sections (space, features, options), for every strategy.
 
 A preset is plain data; `Preset.with_overrides` applies dotted-key overrides
-(`space.nodes=2`, `options.search_epochs=5`, `features.pool_to=[64, 64]`) and re-validates,
-so a bad override fails with the field's name and the reason.
+(`space.nodes=2`, `options.search_epochs=5`, `features.pool_to=[64, 64]`) and re-validates
+through the same union as search specs, so a bad override fails with the field's name and the reason.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from nas.errors import ConfigError, UnknownNameError
-from nas.features.spec import FeatureSpec, Mfcc
-from search_spaces.darts import DartsOptions, EmoDartsSpace
+from search_spaces import darts, tpe_asha
+
+Sections = Annotated[darts.DartsSections | tpe_asha.TpeAshaSections, Field(discriminator="strategy")]
+SECTIONS: TypeAdapter[darts.DartsSections | tpe_asha.TpeAshaSections] = TypeAdapter(Sections)
+SECTION_NAMES = ("space", "features", "options")
 
 
 class Preset(BaseModel):
@@ -21,16 +24,17 @@ class Preset(BaseModel):
 
     name: str
     description: str
-    strategy: str
-    space: EmoDartsSpace
-    features: FeatureSpec = FeatureSpec()
-    options: DartsOptions = DartsOptions()
+    sections: Sections
+
+    @property
+    def strategy(self) -> str:
+        return self.sections.strategy
 
     def with_overrides(self, overrides: dict[str, Any]) -> Preset:
-        data = self.model_dump(mode="json")
+        data = self.sections.model_dump(mode="json")
         for dotted, value in overrides.items():
             section, _, key = dotted.partition(".")
-            if section not in ("space", "features", "options") or not key:
+            if section not in SECTION_NAMES or not key:
                 raise ConfigError(
                     f"override {dotted!r}: write it as space.<field>, features.<field> or options.<field>"
                 )
@@ -46,58 +50,28 @@ class Preset(BaseModel):
                     )
             node[parts[-1]] = value
         try:
-            return Preset.model_validate(data)
+            return self.model_copy(update={"sections": SECTIONS.validate_python(data)})
         except ValidationError as exc:
             raise ConfigError(f"invalid override for preset {self.name!r}: {_explain(exc)}") from exc
 
 
 def _explain(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
 
-
-_SEQ_SCOPES = {
-    "emodarts-lstm-only": ("LSTM only", ("lstm_1", "lstm_2", "lstm_3", "lstm_4")),
-    "emodarts-lstm-att-only": ("LSTM-Att only", ("lstm_att_1", "lstm_att_2")),
-    "emodarts-rnn-only": ("RNN only", ("rnn_1", "rnn_2", "rnn_3", "rnn_4")),
-    "emodarts-rnn-att-only": ("RNN-Att only", ("rnn_att_1", "rnn_att_2")),
-}
 
 PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in [
-        Preset(
-            name="emodarts",
-            description="emoDARTS as published: 4 CNN cells + 2 SeqNN cells, 4 nodes, every op, 300 epochs",
-            strategy="darts",
-            space=EmoDartsSpace(),
-        ),
-        *[
-            Preset(
-                name=name,
-                description=f"emoDARTS with the SeqNN scope restricted to {title}",
-                strategy="darts",
-                # As in the reference code, restricted scopes keep skip_connect and none.
-                space=EmoDartsSpace(seq_ops=(*ops, "skip_connect", "none")),
-            )
-            for name, (title, ops) in _SEQ_SCOPES.items()
-        ],
-        Preset(
-            name="emodarts-cnn-only",
-            description="emoDARTS CNN component alone (C = 4), the paper's CNN-only ablation",
-            strategy="darts",
-            space=EmoDartsSpace(seq_cells=0),
-        ),
-        Preset(
-            name="emodarts-demo",
-            description="A CPU-sized emoDARTS (3 small CNN cells, 1 SeqNN cell, 2 nodes, 40 MFCC at 64 x 64, "
-            "first order, few epochs) that runs the whole protocol in minutes",
-            strategy="darts",
-            space=EmoDartsSpace(cnn_cells=3, seq_cells=1, nodes=2, init_channels=4, seq_hidden=32),
-            features=FeatureSpec(frontends=(Mfcc(n_mfcc=40),), duration_s=4.0, pool_to=(40, 64)),
-            options=DartsOptions(second_order=False, search_epochs=8, train_epochs=30, patience=10),
-        ),
-    ]
+    name: Preset(name=name, description=description, sections=sections)
+    for module in (darts, tpe_asha)
+    for name, (description, sections) in module.PRESETS.items()
 }
+
+
+def default_preset(strategy: str) -> str:
+    """The first preset of a strategy: the published configuration."""
+    for preset in PRESETS.values():
+        if preset.strategy == strategy:
+            return preset.name
+    raise UnknownNameError("strategy", strategy, sorted({p.strategy for p in PRESETS.values()}))
 
 
 def get_preset(name: str) -> Preset:

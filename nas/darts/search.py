@@ -16,21 +16,20 @@ from nas.darts.memory import release_freed_memory
 from nas.darts.supernet import Supernet
 from nas.errors import SearchCancelled
 from nas.genome import EmoDartsArchitecture
-from nas.train import evaluate, iterate_batches, seed_everything
+from nas.train import Examples, evaluate, iterate_batches, seed_everything
 from search_spaces.darts import DartsOptions, EmoDartsSpace
 
-Arrays = tuple[np.ndarray, np.ndarray]  # (x scaled (N, 1, F, T), y (N,))
 EpochCallback = Callable[[int, dict[str, float], EmoDartsArchitecture], None]
 
 
 @dataclass(frozen=True)
 class SearchData:
-    weights: Arrays  # trains the supernet weights
-    arch: Arrays  # trains the architecture parameters, and scores each epoch
+    weights: Examples  # scaled maps (N, 1, F, T); train the supernet weights
+    arch: Examples  # train the architecture parameters, and score each epoch
     classes: tuple[str, ...]
 
 
-def run_search(
+def search_supernet(
     space: EmoDartsSpace,
     options: DartsOptions,
     data: SearchData,
@@ -48,7 +47,7 @@ def run_search(
     checkpoint is written, and again on resume for every epoch the checkpoint holds.
     """
     seed_everything(seed)
-    input_shape = tuple(data.weights[0].shape[1:])
+    input_shape = tuple(data.weights.x.shape[1:])
     net = Supernet(space, input_shape, len(data.classes)).to(device)
     w_optim = torch.optim.SGD(
         net.weights(), options.w_lr, momentum=options.w_momentum, weight_decay=options.w_weight_decay
@@ -85,18 +84,18 @@ def run_search(
         net.train()
         w_losses, a_losses = [], []
         batches = zip(
-            iterate_batches(*data.weights, options.batch_size, shuffle=True, generator=rng, device=device),
-            iterate_batches(*data.arch, options.batch_size, shuffle=True, generator=rng, device=device),
+            iterate_batches(data.weights, options.batch_size, shuffle=True, generator=rng, device=device),
+            iterate_batches(data.arch, options.batch_size, shuffle=True, generator=rng, device=device),
             strict=False,
         )
-        for (wx, wy), (ax, ay) in batches:
+        for (wx, wy, _), (ax, ay, _) in batches:
             if is_cancelled():
                 raise SearchCancelled(f"search cancelled during epoch {epoch}; resumable from the checkpoint")
             a_losses.append(architect.step(wx, wy, ax, ay, lr, w_optim))
             w_losses.append(weight_step(net, w_optim, wx, wy, options.w_grad_clip))
         schedule.step()
 
-        scores = evaluate(net, *data.arch, data.classes, device=device)
+        scores = evaluate(net, data.arch, data.classes, device=device)
         metrics = {
             "train_loss": float(np.mean(w_losses)),
             "arch_loss": float(np.mean(a_losses)),

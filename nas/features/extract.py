@@ -100,7 +100,7 @@ def compute_features(signal: np.ndarray, spec: FeatureSpec) -> np.ndarray:
             blocks.append(librosa.feature.chroma_stft(S=power, sr=spec.sample_rate, n_chroma=frontend.n_chroma))
     features = np.concatenate(blocks, axis=0)
     if spec.layout == "frames":
-        return np.ascontiguousarray(features.T[: spec.output_shape[0]], dtype=np.float32)  # (F, T_i) -> (T_i, D)
+        return np.ascontiguousarray(features.T, dtype=np.float32)  # (F, T_i) -> (T_i, D); cut to max_frames when placed
     assert features.shape == spec.raw_shape, f"frontends gave {features.shape}, spec expects {spec.raw_shape}"
     if spec.pool_to is not None:
         features = adaptive_max_pool(features, spec.pool_to)

@@ -18,24 +18,32 @@ import numpy as np
 MIN_STD = 1e-5
 
 
-def fit_scaler(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) of each feature row F of `x` (N, C, F, T), over examples, channels and frames.
+def fit_scaler(x: np.ndarray, lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of each feature of `x`: rows F of maps (N, C, F, T), over examples, channels and
+    frames; or the last axis D of frame sequences (N, T, D) with their `lengths`, over real frames only
+    (padding would drag the mean towards zero).
 
-    `x` must hold training-speaker rows only. Both results are float32 of shape (F,);
+    `x` must hold training-speaker rows only. Both results are float32 of shape (F,) or (D,);
     statistics are accumulated in float64 so long corpora do not lose precision.
     """
-    _check(x)
     if x.shape[0] == 0:
         raise ValueError("cannot fit a scaler on 0 examples; pass the training rows")
-    axes = (0, 1, 3)
-    mean = x.mean(axis=axes, dtype=np.float64)
-    std = x.std(axis=axes, dtype=np.float64)
+    if lengths is not None:
+        _check(x, 3)
+        real = np.arange(x.shape[1])[None, :] < lengths[:, None]  # (N, T) True on real frames
+        frames = x[real]  # (sum of lengths, D)
+        mean, std = frames.mean(axis=0, dtype=np.float64), frames.std(axis=0, dtype=np.float64)
+    else:
+        _check(x, 4)
+        mean, std = x.mean(axis=(0, 1, 3), dtype=np.float64), x.std(axis=(0, 1, 3), dtype=np.float64)
     return mean.astype(np.float32), np.maximum(std, MIN_STD).astype(np.float32)
 
 
 def apply_scaler(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """`x` (N, C, F, T) standardised row by row with statistics from fit_scaler; returns float32."""
-    _check(x)
+    """`x` (N, C, F, T) standardised row by row with statistics from fit_scaler; returns float32.
+
+    (Frame sequences are scaled inside the model, `nas.models.SerModel`, which masks their padding.)"""
+    _check(x, 4)
     n_features = x.shape[2]
     if mean.shape != (n_features,) or std.shape != (n_features,):
         raise ValueError(
@@ -45,6 +53,7 @@ def apply_scaler(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
     return ((x - mean[:, None]) / std[:, None]).astype(np.float32, copy=False)
 
 
-def _check(x: np.ndarray) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"expected features of shape (N, C, F, T), got {x.shape}")
+def _check(x: np.ndarray, ndim: int) -> None:
+    if x.ndim != ndim:
+        layout = "(N, C, F, T)" if ndim == 4 else "(N, T, D)"
+        raise ValueError(f"expected features of shape {layout}, got {x.shape}")

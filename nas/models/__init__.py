@@ -1,8 +1,9 @@
 """Discrete models built from genomes: one module per family, one wrapper for all.
 
-Every model maps raw features (B, 1, F, T) to logits (B, n_classes). The wrapper carries
-the feature scaler fitted on the training speakers as buffers, so saved weights are
-everything `predict` needs besides the genome.
+A family's builder maps (architecture, input shape, n_classes) to a body: maps (B, 1, F, T) ->
+logits for the map layout, `(x (B, T, D), lengths (B,))` -> logits for frame sequences. The
+wrapper carries the feature scaler fitted on the training speakers as buffers, so saved weights
+are everything `predict` needs besides the genome.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from nas.genome import Genome
 _FAMILIES = {
     "emodarts": "nas.models.emodarts:build",
     "cnn-bilstm-att": "nas.models.baseline:build",
+    "bigru-head": "nas.models.bigru_head:build",
 }
 
 
 class SerModel(nn.Module):
-    def __init__(self, body: nn.Module, n_features: int) -> None:
+    def __init__(self, body: nn.Module, n_features: int, frames: bool) -> None:
         super().__init__()
         self.body = body
+        self.frames = frames
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
 
@@ -34,17 +37,29 @@ class SerModel(nn.Module):
         self.feature_mean.copy_(torch.as_tensor(mean))
         self.feature_std.copy_(torch.as_tensor(std))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.feature_mean[:, None]) / self.feature_std[:, None]  # scale per feature row F
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if self.frames:
+            assert lengths is not None, "frame sequences need their true lengths (B,)"
+            x = (x - self.feature_mean) / self.feature_std  # (B, T, D), per feature D; the body masks padding
+            return self.body(x, lengths)
+        x = (x - self.feature_mean[:, None]) / self.feature_std[:, None]  # (B, 1, F, T), per feature row F
         return self.body(x)
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """Optimizer groups: the body's own (e.g. L2 on recurrent weights only), else one group."""
+        own = getattr(self.body, "parameter_groups", None)
+        if own is not None:
+            return own(weight_decay)
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
 
 def build(genome: Genome) -> SerModel:
-    family = genome.architecture.family
+    """An untrained model for the genome (load a bundle's weights into it)."""
+    family = genome.family
     try:
         module, _, fn = _FAMILIES[family].partition(":")
     except KeyError:
         raise UnknownNameError("model family", family, list(_FAMILIES)) from None
     input_shape = genome.input.output_shape
     body = getattr(importlib.import_module(module), fn)(genome.architecture, input_shape, len(genome.classes))
-    return SerModel(body, n_features=input_shape[1])
+    return SerModel(body, n_features=genome.input.n_features, frames=genome.input.layout == "frames")

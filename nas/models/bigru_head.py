@@ -80,7 +80,8 @@ class BiGruHead(nn.Module):
         coupled weight decay of torch's SGD, Adam and RMSprop adds weight_decay * w to the gradient
         before the update (momentum, moments and all), so weight_decay = 2 * l2 trains exactly as the
         Keras model does. (AdamW's decoupled decay is a different thing: use a coupled optimizer.)
-        GRU biases are not regularised by the Keras kernel/recurrent regularisers, so they join the rest.
+        Only the weight matrices are regularised, as Keras' kernel_regularizer and recurrent_regularizer
+        do; GRU biases join the other parameters.
         """
         gru_weights, others = [], []
         for name, p in self.named_parameters():

@@ -43,17 +43,10 @@ class DbReporter(Reporter):
         self._buffer_lock = threading.Lock()
         self._write_lock = threading.Lock()  # batches reach the database in the order they were taken
 
-    def start_trial(self, key: str, params: dict[str, Any]) -> int:
-        # Strategies name the fold and stage among the params; they become filterable columns.
-        fold, stage = params.get("fold"), params.get("stage")
-        return repository.start_trial(
-            self.sessions,
-            self.search_id,
-            key,
-            params,
-            fold=fold if isinstance(fold, int) else None,
-            stage=stage if isinstance(stage, str) else None,
-        )
+    def start_trial(
+        self, key: str, params: dict[str, Any], *, fold: int | None = None, stage: str | None = None
+    ) -> int:
+        return repository.start_trial(self.sessions, self.search_id, key, params, fold=fold, stage=stage)
 
     def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> None:
         self._add(step=StepRow(trial_id, step, dict(metrics)))
@@ -69,9 +62,6 @@ class DbReporter(Reporter):
         self.flush()  # the trial's last steps land before it is shown as finished
         genome_json = None if genome is None else genome.model_dump(mode="json")
         repository.finish_trial(self.sessions, trial_id, state, metrics, genome_json, artifacts)
-
-    def finished_trials(self) -> dict[str, int]:
-        return repository.finished_trial_keys(self.sessions, self.search_id)
 
     def log(self, message: str, level: int = logging.INFO) -> None:
         super().log(message, level)

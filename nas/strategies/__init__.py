@@ -7,7 +7,10 @@ import importlib
 from nas.errors import UnknownNameError
 from nas.strategies.base import SearchStrategy
 
-_REGISTRY = {"darts": "nas.strategies.darts:DartsStrategy"}
+_REGISTRY = {
+    "darts": "nas.strategies.darts:DartsStrategy",
+    "tpe-asha": "nas.strategies.tpe_asha:TpeAshaStrategy",
+}
 
 
 def strategy_names() -> list[str]:

@@ -1,38 +1,22 @@
-"""The contract every search strategy implements."""
+"""The contract every search strategy implements, and what it is handed and returns."""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
-from nas.data.types import FileProblem, Utterance
+from nas.dataset import PreparedData
 from nas.genome import Genome
 from nas.reporting import Reporter
-from nas.spec import SearchSpec
-
-
-@dataclass
-class PreparedData:
-    """A corpus after selection, validation and feature extraction (features not yet scaled)."""
-
-    utterances: list[Utterance]
-    x: np.ndarray  # (N, 1, F, T) float32
-    y: np.ndarray  # (N,) int64 index into `classes`
-    classes: tuple[str, ...]
-    problems: list[FileProblem] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        assert len(self.utterances) == len(self.x) == len(self.y), "utterances, x and y must align"
+from nas.spec import SpecBase
 
 
 @dataclass
 class SearchContext:
-    spec: SearchSpec
+    spec: Any  # the strategy's own spec type (a SpecBase subclass)
     data: PreparedData
     reporter: Reporter
     workdir: Path  # checkpoints and per-fold artifacts; a resumed search reuses it
@@ -48,21 +32,24 @@ class FoldResult:
     test_speakers: tuple[str, ...]
     genome: Genome
     weights: Path
-    metrics: dict[str, Any]  # test-set report of the retrained model, plus params and latency
+    metrics: dict[str, Any]  # test-set report of the retrained model, plus params, latency and `val_<objective>`
 
 
 @dataclass
 class SearchResult:
     folds: list[FoldResult]
-    best: FoldResult  # chosen on validation UA, never on test scores
+    best: FoldResult  # chosen on the validation objective, never on test scores
     summary: dict[str, float]  # mean and std over folds of the test metrics
 
 
 class SearchStrategy(abc.ABC):
     name: ClassVar[str]
+    spec_type: ClassVar[type[SpecBase]]
 
-    def preflight(self, spec: SearchSpec, n_classes: int) -> None:  # noqa: B027 - optional hook
-        """Refuse, before any data is decoded, a search that cannot run (e.g. will not fit in memory)."""
+    def preflight(self, spec: Any, n_classes: int, device: str) -> None:  # noqa: B027 - nothing to check by default
+        """Refuse, before any audio is decoded, a search that cannot run on `device` (e.g. will not fit).
+
+        Run once per search, by the process that will run it."""
 
     @abc.abstractmethod
     def run(self, ctx: SearchContext) -> SearchResult:

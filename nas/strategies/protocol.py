@@ -1,0 +1,185 @@
+"""The fold protocol every strategy shares: folds, the scaler, retrain, test once, summarise.
+
+Speaker-independent throughout: a fold's test speakers are never seen by a search or a
+training run of that fold, and they are scored once, by `retrain_and_test`, after the fold's
+genome is fixed. What chooses (a trial, an epoch, the exported fold) is always a validation
+score on the search's objective. Each fold's retrained model leaves its bundle, a `result.json`
+marker (a resumed search never runs a finished fold again) and `predictions.npz`: class
+probabilities on its validation and test rows, keyed by utterance, which ensembles of finished
+trials read later.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.bundle import PREDICTIONS, WEIGHTS, load_model, save_model
+from nas.data.folds import Fold, session_folds, speaker_folds
+from nas.dataset import PreparedData
+from nas.errors import ConfigError, DataError
+from nas.features.scaling import fit_scaler
+from nas.genome import Genome, Provenance
+from nas.metrics import classification_report, count_parameters, latency_ms, mean_std
+from nas.reporting import TrialState
+from nas.strategies.base import FoldResult, SearchContext, SearchResult
+from nas.train import TrainConfig, fit, predict_proba
+
+SUMMARY_KEYS = ("ua", "wa", "macro_f1")
+FOLD_DONE = "result.json"
+
+
+def make_folds(spec: Any, data: PreparedData) -> list[Fold]:
+    if spec.folds.by == "session":
+        folds = session_folds(data.utterances)
+    else:
+        folds = speaker_folds(data.utterances, spec.folds.n_folds, spec.seed)
+    if spec.folds.only is None:
+        return folds
+    unknown = sorted(set(spec.folds.only) - {f.index for f in folds})
+    if unknown:
+        raise ConfigError(f"folds.only names folds {unknown}, but there are only folds 0..{len(folds) - 1}")
+    return [f for f in folds if f.index in spec.folds.only]
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """One fold's rows: what trains the fold's model, what stops it early, what tests it; and its scaler."""
+
+    fold: Fold
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def plan_fold(spec: Any, data: PreparedData, fold: Fold, train: np.ndarray, validation: np.ndarray) -> FoldPlan:
+    """The plan of a fold whose training pool is cut into `train` and `validation`; the scaler is
+    fitted on the fold's training speakers only."""
+    pool = fold.train_indices(data.utterances)
+    assert set(train.tolist()) | set(validation.tolist()) <= set(pool.tolist()), "train/validation outside the pool"
+    if spec.features.scaling == "standard":
+        mean, std = fit_scaler(data.x[pool], None if data.lengths is None else data.lengths[pool])
+    else:
+        mean, std = np.zeros(spec.features.n_features, np.float32), np.ones(spec.features.n_features, np.float32)
+    return FoldPlan(fold, train, validation, fold.test_indices(data.utterances), mean, std)
+
+
+def holdout_speakers(data: PreparedData, fold: Fold, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) rows of a fold's training pool, validation on held-out speakers.
+
+    Validation speakers are dealt like test speakers (gender-balanced, `speaker_folds`), so that a
+    trial's validation score, like its test score, is measured on voices it never trained on.
+    """
+    pool = fold.train_indices(data.utterances)
+    speakers = sorted({data.utterances[i].speaker for i in pool})
+    n_groups = max(2, round(1 / fraction))
+    if len(speakers) < 2:
+        raise DataError(
+            f"fold {fold.index} trains on {len(speakers)} speaker(s): a speaker-disjoint validation set needs "
+            "at least 2; use fewer folds"
+        )
+    held_out = set(
+        speaker_folds([data.utterances[i] for i in pool], min(n_groups, len(speakers)), seed)[0].test_speakers
+    )
+    is_validation = np.array([data.utterances[i].speaker in held_out for i in pool])
+    return pool[~is_validation], pool[is_validation]
+
+
+def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_dir: Path) -> FoldResult:
+    """Train a genome by its recipe on the plan's rows (early stopping on validation), then test it once."""
+    from nas.models import build
+
+    data, fold = ctx.data, plan.fold
+    trial = ctx.reporter.start_trial(
+        f"fold-{fold.index}/retrain/{genome.family}",
+        {"family": genome.family, "training": genome.training.model_dump(mode="json")},
+        fold=fold.index,
+        stage="retrain",
+    )
+    model = build(genome)
+    model.set_scaler(plan.mean, plan.std)
+    outcome = fit(
+        model,
+        data.rows(plan.train),
+        data.rows(plan.validation),
+        TrainConfig.of(genome.training, seed=ctx.spec.seed + fold.index),
+        classes=data.classes,
+        device=ctx.device,
+        on_epoch=lambda epoch, m: ctx.reporter.report(trial, epoch, m),
+        is_cancelled=ctx.is_cancelled,
+        checkpoint_path=fold_dir / "retrain.ckpt",
+        progress=ctx.progress,
+    )
+    best_epoch = outcome.history[outcome.best_epoch - 1]  # epochs count from 1
+    validation = data.rows(plan.validation)
+    test = data.rows(plan.test)
+    val_probs = predict_proba(model, validation.x, validation.lengths, device=ctx.device)
+    test_probs = predict_proba(model, test.x, test.lengths, device=ctx.device)
+    metrics: dict[str, Any] = classification_report(test.y, test_probs, data.classes)
+    metrics |= {f"val_{k}": best_epoch[f"val_{k}"] for k in SUMMARY_KEYS}
+    metrics |= {
+        "best_epoch": outcome.best_epoch,
+        "params": count_parameters(model),
+        **latency_ms(model.cpu(), genome.input.output_shape, device="cpu", frames=genome.input.layout == "frames"),
+        "fold": fold.index,
+        "test_speakers": list(fold.test_speakers),
+    }
+    genome = genome.model_copy(
+        update={
+            "provenance": Provenance(
+                search_id=ctx.search_id,
+                trial_id=trial,
+                fold=fold.index,
+                metrics={k: float(metrics[k]) for k in (*SUMMARY_KEYS, f"val_{ctx.spec.objective}")},
+            )
+        }
+    )
+    weights = save_model(fold_dir, genome, model, metrics)
+    predictions = fold_dir / PREDICTIONS
+    np.savez(
+        predictions,
+        classes=np.array(data.classes),
+        val_keys=np.array([str(data.utterances[i].path) for i in plan.validation]),
+        val_labels=validation.y,
+        val_probabilities=val_probs.astype(np.float32),
+        test_keys=np.array([str(data.utterances[i].path) for i in plan.test]),
+        test_labels=test.y,
+        test_probabilities=test_probs.astype(np.float32),
+    )
+    ctx.reporter.finish_trial(
+        trial, TrialState.COMPLETE, metrics, genome, {"weights": weights, "predictions": predictions}
+    )
+    ctx.reporter.log(
+        f"fold {fold.index}: test UA {metrics['ua']:.3f} WA {metrics['wa']:.3f} ({metrics['params']:,} params)"
+    )
+    return FoldResult(fold.index, fold.test_speakers, genome, weights, metrics)
+
+
+def run_folds(ctx: SearchContext, run_fold: Callable[[Fold, Path], FoldResult]) -> SearchResult:
+    """Run `run_fold` on every fold not finished yet; the best fold by validation objective; the summary."""
+    results = []
+    for fold in make_folds(ctx.spec, ctx.data):
+        fold_dir = ctx.workdir / "folds" / f"fold-{fold.index}"
+        if (fold_dir / FOLD_DONE).exists():
+            ctx.reporter.log(f"fold {fold.index}: already finished, not run again")
+            results.append(_load_fold(fold_dir))
+            continue
+        ctx.reporter.log(f"fold {fold.index}: test speakers {', '.join(fold.test_speakers)}")
+        result = run_fold(fold, fold_dir)
+        (fold_dir / FOLD_DONE).write_text(json.dumps({"fold": fold.index, "test_speakers": fold.test_speakers}))
+        results.append(result)
+    best = max(results, key=lambda r: r.metrics[f"val_{ctx.spec.objective}"])
+    summary = mean_std([r.metrics for r in results], SUMMARY_KEYS)
+    return SearchResult(results, best, summary)
+
+
+def _load_fold(fold_dir: Path) -> FoldResult:
+    genome, _, metrics = load_model(fold_dir)
+    return FoldResult(metrics["fold"], tuple(metrics["test_speakers"]), genome, fold_dir / WEIGHTS, metrics)

@@ -1,0 +1,62 @@
+"""Model families whose hyperparameters a hyperparameter strategy (tpe-asha, hyperband) can search.
+
+Each family declares its architecture model, its default searchable space (typed distributions)
+and its default training recipe. A sampled configuration names architecture fields and recipe
+fields side by side (`layers`, `lr`, ...); `realise` sorts them into the genome's two parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from nas.errors import ConfigError, UnknownNameError
+from nas.recipe import TrainRecipe
+from search_spaces import bigru
+from search_spaces.distributions import Distribution
+
+
+@dataclass(frozen=True)
+class SearchableFamily:
+    architecture: type[BaseModel]
+    space: Mapping[str, Distribution]
+    recipe: TrainRecipe
+
+    def names(self) -> set[str]:
+        """Every hyperparameter a space or a fixed value may name."""
+        return (set(self.architecture.model_fields) - {"family"}) | set(TrainRecipe.model_fields)
+
+
+FAMILIES: dict[str, SearchableFamily] = {
+    "bigru-head": SearchableFamily(bigru.BiGruArchitecture, bigru.SPACE, bigru.RECIPE),
+}
+
+
+def get_family(name: str) -> SearchableFamily:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise UnknownNameError("searchable model family", name, list(FAMILIES)) from None
+
+
+def realise(family: str, values: Mapping[str, Any]) -> tuple[BaseModel, TrainRecipe]:
+    """(architecture, recipe) of one configuration; what it leaves out keeps the family's defaults."""
+    entry = get_family(family)
+    unknown = sorted(set(values) - entry.names())
+    if unknown:
+        raise ConfigError(
+            f"{family} has no hyperparameter {', '.join(unknown)}; valid: {', '.join(sorted(entry.names()))}"
+        )
+    arch_fields = set(entry.architecture.model_fields)
+    try:
+        architecture = entry.architecture(**{k: v for k, v in values.items() if k in arch_fields})
+        recipe = TrainRecipe.model_validate(
+            entry.recipe.model_dump() | {k: v for k, v in values.items() if k not in arch_fields}
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{family} configuration {dict(values)}: {problems}") from exc
+    return architecture, recipe
