@@ -5,14 +5,18 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import ApiError
+from api.schemas import ErrorBody
 from nas.settings import Settings
+from nas.store import repository as repo
+from nas.store.models import Search
 
 log = logging.getLogger("sernas.api")
 
@@ -70,3 +74,23 @@ def require_write_token(
 
 
 WriteAuth = Annotated[None, Depends(require_write_token)]
+
+
+# FastAPI would document its own 422 body; ours is ErrorBody like every other error.
+VALIDATION: dict[int | str, dict[str, Any]] = {422: {"model": ErrorBody, "description": "invalid request"}}
+
+SearchId = Annotated[
+    str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="a search id")
+]
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route may return."""
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+def get_or_404(sessions: SessionsDep, search_id: str) -> Search:
+    search = repo.get_search(sessions, search_id)
+    if search is None:
+        raise ApiError(404, "not_found", f"no search with id {search_id!r}")
+    return search

@@ -59,14 +59,17 @@ class SearchCreate(BaseModel):
     )
 
     name: str = Field(min_length=1, max_length=200, pattern=NO_NUL, description="a label for people")
-    preset: str = Field(
-        "emodarts", max_length=100, pattern=NO_NUL, description="search-space preset, see GET /search-spaces"
+    preset: str | None = Field(
+        None,
+        max_length=100,
+        pattern=NO_NUL,
+        description="search-space preset, see GET /search-spaces (default: the strategy's first preset)",
     )
     strategy: str | None = Field(
         None,
         max_length=100,
         pattern=NO_NUL,
-        description="optional check: the preset must be for this strategy",
+        description="darts (default) or tpe-asha; the preset must be for this strategy",
     )
     corpus: CorpusSpec | None = Field(
         None, description="the corpus; a relative `root` is looked up under the server's data roots"
@@ -78,7 +81,7 @@ class SearchCreate(BaseModel):
     folds: FoldSpec | None = None
     seed: int = Field(0, ge=0, lt=2**32)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    gpus: float = Field(0, ge=0, le=1024, description="GPUs reserved for the search")
+    gpus: float = Field(0, ge=0, le=1024, description="GPUs reserved for the search (tpe-asha: for each trial)")
     idempotency_key: str | None = Field(
         None,
         min_length=1,
@@ -313,6 +316,17 @@ class SearchSpacePublic(BaseModel):
     description: str
     defaults: SectionSchemas = Field(description="the preset's values of each section")
     json_schema: SectionSchemas = Field(description="JSON Schema of each section (what overrides may set)")
+
+
+class StrategyPublic(BaseModel):
+    name: str
+    description: str
+    json_schema: dict[str, Any] = Field(description="JSON Schema of a complete spec of this strategy")
+    presets: list[SearchSpacePublic]
+
+
+class SearchSpaceCatalog(BaseModel):
+    strategies: list[StrategyPublic]
 
 
 class DatasetPublic(BaseModel):

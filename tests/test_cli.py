@@ -84,7 +84,9 @@ def test_tiny_search_exports_a_bundle_that_predicts_held_out_actors(tmp_path, ra
         (["--corpus", "ravdess", "--classes", "angry,bored"], "bored"),
         (["--corpus", "ravdess", "--set", "space.nodes=0"], "space.nodes"),
         (["--corpus", "ravdess", "--set", "nodes=2"], "space.<field>"),
-        (["--corpus", "ravdess", "--preset", "emodartz"], "choose one of: emodarts"),
+        (["--corpus", "ravdess", "--preset", "emodartz"], "unknown preset 'emodartz'; choose one of: bigru-"),
+        (["--corpus", "ravdess", "--strategy", "tpe-asha", "--preset", "emodarts"], "is for strategy 'darts'"),
+        (["--corpus", "ravdess", "--strategy", "random"], "unknown strategy 'random'"),
         (["--corpus", "ravdess", "--set", "options.memory_limit_gb=0.01"], "GB"),
     ],
 )

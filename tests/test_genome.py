@@ -11,6 +11,7 @@ from nas.genome import (
     Genome,
     import_genotype,
 )
+from nas.recipe import TrainRecipe
 
 # As printed by the emoDARTS code (a pt.darts fork): nested per-node edges, range() concat, an rnn cell.
 EMODARTS_TEXT = """Genotype(
@@ -88,12 +89,13 @@ def test_genome_json_round_trip_and_flags():
         input=FeatureSpec(frontends=(Mfcc(n_mfcc=40, deltas=2),), pool_to=(120, 64)),
         architecture=_architecture(cells["rnn"]),
         classes=("angry", "calm"),
-        hyperparameters={"lr": 0.025, "epochs": 3},
+        training=TrainRecipe(lr=0.025, epochs=3),
     )
     text = genome.model_dump_json()
     again = Genome.model_validate_json(text)
     assert again == genome
-    assert again.kind == "emodarts"
+    assert again.family == "emodarts" and again.schema_version == 2
+    assert again.training.epochs == 3
     assert again.input.output_shape == (1, 120, 64)
     assert again.architecture.flags() == []
 
@@ -126,3 +128,16 @@ def test_genome_refuses_inconsistent_architecture():
             normal=cells["rnn"],
             reduce=cells["reduce"],
         )
+
+
+def test_version_1_genomes_are_read_with_their_retraining_settings_as_the_recipe():
+    cells = import_genotype(EMODARTS_TEXT)
+    current = Genome(input=FeatureSpec(), architecture=_architecture(cells["rnn"]), classes=("angry", "calm"))
+    old = current.model_dump(mode="json")
+    del old["training"]
+    old["schema_version"] = 1
+    old["hyperparameters"] = {"train_epochs": 7, "batch_size": 8, "w_lr": 0.05, "patience": 3, "arch_lr": 3e-4}
+    genome = Genome.model_validate(old)
+    assert genome.schema_version == 2
+    assert genome.architecture == current.architecture
+    assert genome.training == TrainRecipe(optimizer="sgd", epochs=7, batch_size=8, lr=0.05, patience=3)

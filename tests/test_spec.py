@@ -3,26 +3,55 @@ import re
 import pytest
 
 from nas.errors import ConfigError, UnknownNameError
-from nas.spec import CorpusSpec, SearchSpec
+from pydantic import ValidationError
+
+from nas.spec import CorpusSpec, DartsSearch, FoldSpec, TpeAshaSearch, parse_spec, spec_from_preset
 from nas.strategies import get_strategy, strategy_names
-from search_spaces import CNN_OPS, PRESETS, SEQ_OPS, get_preset
+from search_spaces.darts import CNN_OPS, SEQ_OPS
+from search_spaces.presets import PRESETS, default_preset, get_preset
 
 
 def test_every_preset_round_trips_through_json():
     corpus = CorpusSpec(name="ravdess", root="/data/ravdess")
     for name in PRESETS:
-        spec = SearchSpec.from_preset(name, corpus)
-        assert SearchSpec.model_validate_json(spec.model_dump_json()) == spec
-        assert spec.preset == name
+        spec = spec_from_preset(name, corpus)
+        assert parse_spec(spec.model_dump_json()) == spec
+        assert parse_spec(spec.model_dump(mode="json")) == spec
+        assert spec.preset == name and spec.strategy == PRESETS[name].strategy
+
+
+def test_the_union_picks_the_spec_type_by_strategy():
+    corpus = CorpusSpec(name="ravdess", root="/data/ravdess")
+    assert isinstance(spec_from_preset("emodarts-demo", corpus), DartsSearch)
+    assert isinstance(spec_from_preset("bigru-mfcc-demo", corpus), TpeAshaSearch)
+    stored = DartsSearch(corpus=corpus).model_dump(mode="json")
+    del stored["strategy"]  # written before there was more than one strategy
+    assert isinstance(parse_spec(stored), DartsSearch)
+    with pytest.raises(ValidationError):
+        parse_spec({**stored, "strategy": "random"})
+    assert (default_preset("darts"), default_preset("tpe-asha")) == ("emodarts", "bigru-distilhubert")
+
+
+def test_specs_refuse_impossible_settings_at_validation():
+    corpus = CorpusSpec(name="ravdess", root="/data/ravdess")
+    with pytest.raises(ValidationError, match="reserves no GPU"):
+        DartsSearch(corpus=corpus, device="cuda")
+    assert DartsSearch(corpus=corpus, device="cuda", gpus=1).gpus == 1
+    with pytest.raises(ValidationError, match=re.escape("only names folds [6]")):
+        FoldSpec(n_folds=6, only=(0, 6))
+    assert FoldSpec(n_folds=6, only=(0, 5)).only == (0, 5)
+    # A tpe-asha search's own task holds no GPU: its trials hold them.
+    assert TpeAshaSearch(corpus=corpus, device="cuda", gpus=1).search_gpus() == 0
+    assert DartsSearch(corpus=corpus, device="cuda", gpus=1).search_gpus() == 1
 
 
 def test_paper_preset_has_the_published_defaults():
-    space = get_preset("emodarts").space
+    space = get_preset("emodarts").sections.space
     assert (space.cnn_cells, space.seq_cells, space.nodes) == (4, 2, 4)
     assert set(space.cnn_ops) == set(CNN_OPS) and set(space.seq_ops) == set(SEQ_OPS)
     assert space.reduction_cells == (1, 2)
-    assert get_preset("emodarts").features.output_shape == (1, 128, 128)
-    assert set(get_preset("emodarts-lstm-only").space.seq_ops) == {
+    assert get_preset("emodarts").sections.features.output_shape == (1, 128, 128)
+    assert set(get_preset("emodarts-lstm-only").sections.space.seq_ops) == {
         "lstm_1",
         "lstm_2",
         "lstm_3",
@@ -34,7 +63,8 @@ def test_paper_preset_has_the_published_defaults():
 
 def test_overrides_apply_and_bad_ones_name_the_field():
     preset = get_preset("emodarts").with_overrides({"space.nodes": 2, "options.second_order": False})
-    assert preset.space.nodes == 2 and not preset.options.second_order
+    assert preset.sections.space.nodes == 2 and not preset.sections.options.second_order
+    assert preset.strategy == "darts"
     with pytest.raises(ConfigError, match=r"space\.nodes"):
         get_preset("emodarts").with_overrides({"space.nodes": 0})
     with pytest.raises(ConfigError, match=re.escape("space.<field>")):
@@ -46,8 +76,8 @@ def test_overrides_apply_and_bad_ones_name_the_field():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(UnknownNameError, match="choose one of: emodarts, emodarts-cnn-only"):
+    with pytest.raises(UnknownNameError, match="choose one of: bigru-distilhubert, bigru-mfcc-demo, emodarts, emodarts-cnn-only"):
         get_preset("emodart")
-    with pytest.raises(UnknownNameError, match="unknown strategy 'random'; choose one of: darts"):
+    with pytest.raises(UnknownNameError, match="unknown strategy 'random'; choose one of: darts, tpe-asha"):
         get_strategy("random")
-    assert "darts" in strategy_names()
+    assert {"darts", "tpe-asha"} <= set(strategy_names())

@@ -7,19 +7,21 @@ import pytest
 import torch
 from torch import nn
 
+from nas.dataset import Examples
 from nas.errors import ConfigError, SearchCancelled
+from nas.recipe import TrainRecipe
 from nas.train import FitResult, TrainConfig, evaluate, fit, iterate_batches, predict_proba, resolve_device
 
 CLASSES = ("a", "b", "c")
 
 
-def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _data(n: int, seed: int) -> Examples:
     """Three well-separated Gaussian blobs, shaped like (N, 1, F, T) feature maps."""
     rng = np.random.default_rng(seed)
     centers = np.random.default_rng(123).normal(0.0, 2.0, (3, 8))
     y = rng.integers(0, 3, n)
     x = centers[y] + rng.normal(0.0, 0.5, (n, 8))
-    return x.reshape(n, 1, 2, 4).astype(np.float32), y
+    return Examples(x.reshape(n, 1, 2, 4).astype(np.float32), y)
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -47,12 +49,13 @@ def test_fit_learns_a_separable_problem() -> None:
     config = TrainConfig(epochs=15, optimizer="adam", lr=0.01, schedule="constant")
     result = fit(model, TRAIN, VAL, config, classes=CLASSES)
     assert len(result.history) == 15 and not result.stopped_early
-    assert set(result.history[0]) == {"train_loss", "train_acc", "val_loss", "val_ua", "val_wa", "lr"}
+    assert set(result.history[0]) == {"train_loss", "train_acc", "val_loss", "val_ua", "val_wa", "val_macro_f1", "lr"}
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
-    report = evaluate(model, *VAL, CLASSES)
+    report = evaluate(model, VAL, CLASSES)
     assert report["ua"] >= 0.9
     assert report["ua"] == result.history[result.best_epoch - 1]["val_ua"]  # best weights were restored
-    probs = predict_proba(model, VAL[0], batch_size=7)
+    assert report["macro_f1"] == result.history[result.best_epoch - 1]["val_macro_f1"]
+    probs = predict_proba(model, VAL.x, batch_size=7)
     assert probs.shape == (30, 3) and np.allclose(probs.sum(axis=1), 1.0)
 
 
@@ -154,7 +157,7 @@ def test_resuming_with_another_config_is_refused(tmp_path: Path) -> None:
 
 def test_early_stopping_restores_the_best_epoch() -> None:
     # Validation labels are shifted, so the better the model learns TRAIN the worse its validation UA.
-    val = (VAL[0], (VAL[1] + 1) % 3)
+    val = Examples(VAL.x, (VAL.y + 1) % 3)
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
     model = _model()
 
@@ -175,12 +178,76 @@ def test_early_stopping_restores_the_best_epoch() -> None:
         assert torch.equal(value, snapshots[result.best_epoch][key]), f"{key} is not the best epoch's"
 
 
+def test_monitoring_the_loss_keeps_the_lowest_validation_loss_epoch() -> None:
+    val = Examples(VAL.x, (VAL.y + 1) % 3)  # learning TRAIN makes the validation loss worse
+    config = TrainConfig(epochs=12, optimizer="adam", lr=0.05, schedule="constant", patience=3, monitor="val_loss")
+    result = fit(_model(), TRAIN, val, config, classes=CLASSES)
+    losses = [entry["val_loss"] for entry in result.history]
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+    if result.stopped_early:
+        assert len(result.history) == result.best_epoch + 3
+    with pytest.raises(ConfigError, match="monitor"):
+        TrainConfig(epochs=1, monitor="val_wa")
+
+
+def test_a_recipe_becomes_the_loops_config() -> None:
+    recipe = TrainRecipe(epochs=7, batch_size=8, optimizer="adamw", lr=1e-3, patience=2, monitor="val_loss")
+    config = TrainConfig.of(recipe, seed=5)
+    assert (config.epochs, config.batch_size, config.optimizer, config.lr) == (7, 8, "adamw", 1e-3)
+    assert (config.patience, config.monitor, config.seed) == (2, "val_loss", 5)
+    assert {k: getattr(config, k) for k in TrainRecipe.model_fields} == recipe.model_dump()
+
+
 def test_iterate_batches_keeps_the_last_partial_batch() -> None:
-    x, y = np.zeros((10, 1, 2, 2), dtype=np.float64), np.arange(10)
-    batches = list(iterate_batches(x, y, 4, shuffle=True, generator=np.random.default_rng(0), device="cpu"))
-    assert [len(yb) for _, yb in batches] == [4, 4, 2]
+    examples = Examples(np.zeros((10, 1, 2, 2), dtype=np.float64), np.arange(10))
+    batches = list(iterate_batches(examples, 4, shuffle=True, generator=np.random.default_rng(0), device="cpu"))
+    assert [len(yb) for _, yb, _ in batches] == [4, 4, 2]
     assert batches[0][0].dtype == torch.float32 and batches[0][1].dtype == torch.int64
-    assert sorted(torch.cat([yb for _, yb in batches]).tolist()) == list(range(10))
+    assert all(lb is None for _, _, lb in batches)  # maps carry no lengths
+    assert sorted(torch.cat([yb for _, yb, _ in batches]).tolist()) == list(range(10))
+
+
+def test_frame_batches_carry_their_lengths_and_are_cut_to_the_longest() -> None:
+    lengths = np.array([2, 5, 3, 1, 4])
+    x = np.zeros((5, 6, 3), dtype=np.float32)  # (N, T, D), zero-padded to T = 6
+    for i, n in enumerate(lengths):
+        x[i, :n] = i + 1
+    batches = list(iterate_batches(Examples(x, np.arange(5), lengths), 2, shuffle=False, generator=None, device="cpu"))
+    assert [tuple(xb.shape) for xb, _, _ in batches] == [(2, 5, 3), (2, 3, 3), (1, 4, 3)]
+    assert [lb.tolist() for _, _, lb in batches] == [[2, 5], [3, 1], [4]]
+    assert batches[0][2].dtype == torch.int64
+    xb = batches[0][0]
+    assert torch.all(xb[0, :2] == 1) and torch.all(xb[0, 2:] == 0)  # the padding stays zero
+
+
+class _MeanOfFrames(nn.Module):
+    """Mean of the true frames of each sequence: the logits depend on the lengths, not on the padding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
+        return self.linear((x * mask).sum(1) / lengths[:, None])
+
+
+def test_frame_sequences_train_and_predict_with_their_lengths() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 48)
+    lengths = rng.integers(2, 9, 48)
+    x = np.zeros((48, 8, 3), dtype=np.float32)
+    for i, (label, n) in enumerate(zip(y, lengths, strict=True)):
+        x[i, :n] = np.eye(3)[label] * 3 + rng.normal(0, 0.3, (n, 3))
+        x[i, n:] = 100.0 * (1 - 2 * (label % 2))  # padding that would mislead a model reading it
+    examples = Examples(x, y, lengths)
+    torch.manual_seed(0)
+    model = _MeanOfFrames()
+    config = TrainConfig(epochs=30, optimizer="adam", lr=0.05, schedule="constant")
+    fit(model, examples, examples, config, classes=CLASSES)
+    assert evaluate(model, examples, CLASSES)["ua"] >= 0.9
+    probs = predict_proba(model, x, lengths, batch_size=5)
+    assert probs.shape == (48, 3) and np.allclose(probs.sum(axis=1), 1.0)
 
 
 def test_config_and_device_errors_say_what_to_fix() -> None:

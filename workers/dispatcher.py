@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from nas.store import repository
-from nas.store.models import FINISHED_SEARCH, SearchStatus
+from nas.store.models import FINISHED_SEARCH, Search, SearchStatus
 from workers.runner import RunnerConfig, SearchFn
 
 if TYPE_CHECKING:
@@ -213,9 +213,11 @@ class Dispatcher:
             submitted.append(search.id)
         return submitted
 
-    def _submit(self, search: Any, lease_owner: str) -> None:
-        gpus = float((search.spec or {}).get("gpus") or 0)
+    def _submit(self, search: Search, lease_owner: str) -> None:
+        from nas.spec import parse_spec
+
         try:
+            gpus = parse_spec(search.spec).search_gpus()
             cpus = self._cpus_for(gpus)
             config = RunnerConfig(
                 db_url=self.settings.db_url,

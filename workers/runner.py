@@ -27,22 +27,26 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from nas.bundle import RESULT_FILES
 from nas.errors import SearchCancelled, SernasError
-from nas.reporting import Reporter
+from nas.reporting import Reporter, TrialState
 from nas.store import repository
 from nas.store.db import make_engine, session_factory
 from nas.store.models import SearchStatus
+
+if TYPE_CHECKING:
+    from nas.genome import Genome
+    from nas.store.reporter import DbReporter
 
 log = logging.getLogger("sernas.workers")
 
 # How the search itself is run; `nas.runner.run_search` unless a test injects a stand-in.
 SearchFn = Callable[..., Any]
 
-RESULT_FILES = ("genome.json", "weights.safetensors", "metrics.json", "report.md")
 TRACEBACK_CHARS = 4000
 
 
@@ -142,12 +146,14 @@ class DurableSteps(Reporter):
     batched: losing the last ones to a SIGKILL loses nothing a resume needs.
     """
 
-    def __init__(self, inner: Any, burst_seconds: float = 0.2) -> None:
+    def __init__(self, inner: DbReporter, burst_seconds: float = 0.2) -> None:
         self.inner, self.burst_seconds = inner, burst_seconds
         self._last_write = float("-inf")
 
-    def start_trial(self, key: str, params: dict[str, Any]) -> int:
-        return self.inner.start_trial(key, params)
+    def start_trial(
+        self, key: str, params: dict[str, Any], *, fold: int | None = None, stage: str | None = None
+    ) -> int:
+        return self.inner.start_trial(key, params, fold=fold, stage=stage)
 
     def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> None:
         self.inner.report(trial_id, step, metrics)
@@ -159,14 +165,15 @@ class DurableSteps(Reporter):
             except Exception as exc:  # kept buffered; the reporter retries in the background
                 log.warning("could not write a step report yet: %s", exc)
 
-    def should_prune(self, trial_id: int, step: int) -> bool:
-        return self.inner.should_prune(trial_id, step)
-
-    def finish_trial(self, trial_id: int, state: Any, metrics: dict[str, Any], genome=None, artifacts=None):
+    def finish_trial(
+        self,
+        trial_id: int,
+        state: TrialState,
+        metrics: dict[str, Any],
+        genome: Genome | None = None,
+        artifacts: dict[str, Path] | None = None,
+    ) -> None:
         self.inner.finish_trial(trial_id, state, metrics, genome, artifacts)
-
-    def finished_trials(self) -> dict[str, int]:
-        return self.inner.finished_trials()
 
     def log(self, message: str, level: int = logging.INFO) -> None:
         self.inner.log(message, level)
@@ -234,15 +241,13 @@ def _run(
     out: Path,
     search_id: str,
     config: RunnerConfig,
-    reporter: Any,
+    reporter: Reporter,
     heartbeat: Heartbeat,
     search_fn: SearchFn | None,
 ) -> Any:
-    from nas.spec import SearchSpec
+    from nas.spec import parse_spec
 
-    spec = SearchSpec.model_validate(spec_json)
-    if spec.device == "cuda" and spec.gpus == 0:
-        raise SernasError("the spec asks for device 'cuda' but reserves no GPU: set gpus to 1 (or more)")
+    spec = parse_spec(spec_json)
     if config.threads:
         import torch
 

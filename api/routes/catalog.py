@@ -7,6 +7,7 @@ import inspect
 import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Response
 from sqlalchemy import text
@@ -18,8 +19,10 @@ from api.schemas import (
     DatasetCatalog,
     DatasetPublic,
     Health,
+    SearchSpaceCatalog,
     SearchSpacePublic,
     SectionSchemas,
+    StrategyPublic,
 )
 
 router = APIRouter(tags=["catalog"])
@@ -28,37 +31,45 @@ MAX_ENTRIES = 500  # per data root in GET /datasets
 
 
 @functools.cache
-def _search_spaces() -> list[SearchSpacePublic]:
-    from search_spaces.presets import PRESETS
+def _search_spaces() -> SearchSpaceCatalog:
+    from nas.spec import STRATEGY_SPECS
+    from search_spaces.presets import PRESETS, SECTION_NAMES
 
-    spaces = []
-    for preset in PRESETS.values():
-        spaces.append(
-            SearchSpacePublic(
-                name=preset.name,
-                strategy=preset.strategy,
-                description=preset.description,
-                defaults=SectionSchemas(
-                    space=preset.space.model_dump(mode="json"),
-                    features=preset.features.model_dump(mode="json"),
-                    options=preset.options.model_dump(mode="json"),
-                ),
-                json_schema=SectionSchemas(
-                    space=type(preset.space).model_json_schema(),
-                    features=type(preset.features).model_json_schema(),
-                    options=type(preset.options).model_json_schema(),
-                ),
-            )
+    def public(preset: Any) -> SearchSpacePublic:
+        sections = preset.sections
+        return SearchSpacePublic(
+            name=preset.name,
+            strategy=preset.strategy,
+            description=preset.description,
+            defaults=SectionSchemas(
+                **{name: getattr(sections, name).model_dump(mode="json") for name in SECTION_NAMES}
+            ),
+            json_schema=SectionSchemas(
+                **{name: type(getattr(sections, name)).model_json_schema() for name in SECTION_NAMES}
+            ),
         )
-    return spaces
+
+    return SearchSpaceCatalog(
+        strategies=[
+            StrategyPublic(
+                name=name,
+                description=inspect.cleandoc(spec_type.__doc__ or ""),
+                json_schema=spec_type.model_json_schema(),
+                presets=[public(p) for p in PRESETS.values() if p.strategy == name],
+            )
+            for name, spec_type in STRATEGY_SPECS.items()
+        ]
+    )
 
 
-@router.get("/search-spaces", response_model=list[SearchSpacePublic])
-def search_spaces() -> list[SearchSpacePublic]:
-    """Every preset: its strategy, description, default values and the JSON Schema of each section.
+@router.get("/search-spaces", response_model=SearchSpaceCatalog)
+def search_spaces() -> SearchSpaceCatalog:
+    """Every strategy: the JSON Schema of its complete spec, and its presets with their default values
+    and the JSON Schema of each section.
 
     Submit a preset by `name` with `overrides` as dotted keys into these sections,
-    e.g. {"space.nodes": 2, "options.search_epochs": 5, "features.pool_to": [64, 64]}.
+    e.g. {"space.nodes": 2, "options.search_epochs": 5, "features.pool_to": [64, 64]}; or a complete
+    `spec` (its `strategy` field picks the schema).
     """
     return _search_spaces()
 

@@ -23,9 +23,8 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SessionsDep
+from api.deps import VALIDATION, SearchId, SessionsDep, errors, get_or_404
 from api.errors import ApiError
-from api.routes.searches import VALIDATION, SearchId, errors, get_or_404
 from api.schemas import EventPublic, StatusPublic
 from nas.store import repository as repo
 from nas.store.models import FINISHED_SEARCH, Search

@@ -2,46 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import tempfile
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy import select
-from starlette.background import BackgroundTask
 
-from api.deps import QueuedDep, SessionsDep, SettingsDep, WriteAuth
+from api.bundles import bundle_response
+from api.deps import VALIDATION, QueuedDep, SearchId, SessionsDep, SettingsDep, WriteAuth, errors, get_or_404
 from api.errors import ApiError, pydantic_fields, summarise
-from api.schemas import NO_NUL, ErrorBody, SearchCreate, SearchPage, SearchPublic, TrialDetail
-from nas.errors import ConfigError, DataError, SernasError, UnknownNameError
+from api.paths import confine_corpus_root, files_outside
+from api.schemas import NO_NUL, SearchCreate, SearchPage, SearchPublic, TrialDetail
+from nas.errors import ConfigError, DataError, UnknownNameError
 from nas.settings import Settings
-from nas.spec import SearchSpec
+from nas.spec import SpecBase, spec_from_preset
 from nas.store import repository as repo
 from nas.store.models import Search, SearchStatus, utcnow
 
-# FastAPI would document its own 422 body; ours is ErrorBody like every other error.
-VALIDATION: dict[int | str, dict[str, Any]] = {422: {"model": ErrorBody, "description": "invalid request"}}
 router = APIRouter(tags=["searches"], responses=VALIDATION)
-
-SearchId = Annotated[
-    str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="a search id")
-]
-
-
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route may return."""
-    return {code: {"model": ErrorBody} for code in codes}
-
 
 # ---------------------------------------------------------------- submission
 
@@ -108,34 +90,34 @@ def _key_used(sessions: SessionsDep, key: str) -> bool:
         return session.scalar(select(Search.id).where(Search.idempotency_key == key)) is not None
 
 
-def build_spec(body: SearchCreate) -> tuple[SearchSpec, tuple[str, ...]]:
+def build_spec(body: SearchCreate) -> tuple[SpecBase, tuple[str, ...]]:
     """The SearchSpec of a submission, and the location prefix of its fields in the request body."""
     if body.spec is not None:
         return body.spec, ("body", "spec")
-    from nas.strategies import strategy_names
-    from search_spaces.presets import PRESETS
+    from nas.spec import STRATEGY_SPECS
+    from search_spaces.presets import PRESETS, default_preset
 
-    if body.preset not in PRESETS:
-        _unknown("preset", body.preset, list(PRESETS), ["body", "preset"])
-    if body.strategy is not None:
-        if body.strategy not in strategy_names():
-            _unknown("strategy", body.strategy, strategy_names(), ["body", "strategy"])
-        if PRESETS[body.preset].strategy != body.strategy:
-            same = sorted(p.name for p in PRESETS.values() if p.strategy == body.strategy)
-            raise ApiError(
-                422,
-                "invalid_config",
-                f"preset {body.preset!r} is for strategy {PRESETS[body.preset].strategy!r}, not "
-                f"{body.strategy!r}; presets of {body.strategy!r}: {', '.join(same)}",
-                [(["body", "strategy"], f"does not match preset {body.preset!r}")],
-                valid=same,
-            )
+    if body.strategy is not None and body.strategy not in STRATEGY_SPECS:
+        _unknown("strategy", body.strategy, list(STRATEGY_SPECS), ["body", "strategy"])
+    preset = body.preset or default_preset(body.strategy or "darts")
+    if preset not in PRESETS:
+        _unknown("preset", preset, list(PRESETS), ["body", "preset"])
+    if body.strategy is not None and PRESETS[preset].strategy != body.strategy:
+        same = sorted(p.name for p in PRESETS.values() if p.strategy == body.strategy)
+        raise ApiError(
+            422,
+            "invalid_config",
+            f"preset {preset!r} is for strategy {PRESETS[preset].strategy!r}, not "
+            f"{body.strategy!r}; presets of {body.strategy!r}: {', '.join(same)}",
+            [(["body", "strategy"], f"does not match preset {preset!r}")],
+            valid=same,
+        )
     assert body.corpus is not None  # SearchCreate guarantees corpus or spec
     fields: dict[str, Any] = {"seed": body.seed, "device": body.device, "gpus": body.gpus}
     if body.folds is not None:
         fields["folds"] = body.folds
     try:
-        return SearchSpec.from_preset(body.preset, body.corpus, body.overrides, **fields), ("body",)
+        return spec_from_preset(preset, body.corpus, body.overrides, **fields), ("body",)
     except UnknownNameError as exc:  # not the preset (checked above): a name inside it
         raise ApiError(422, "unknown_name", str(exc), [(["body", "overrides"], str(exc))], exc.valid) from None
     except ConfigError as exc:
@@ -166,70 +148,10 @@ def _unknown(what: str, name: str, valid: Sequence[str], loc: list[str | int]) -
     raise ApiError(422, "unknown_name", str(exc), [(loc, str(exc))], exc.valid)
 
 
-def resolve_inside(path: Path, roots: Sequence[Path]) -> Path | None:
-    """`path` with symlinks and `..` resolved, if it lies inside one of `roots` (also resolved)."""
-    try:
-        resolved = Path(os.path.realpath(path))
-        allowed = [Path(os.path.realpath(root.expanduser())) for root in roots]
-    except (OSError, ValueError):  # e.g. an embedded NUL byte
-        return None
-    return resolved if any(resolved.is_relative_to(root) for root in allowed) else None
-
-
-def files_outside(paths: Sequence[Path], roots: Sequence[Path]) -> list[Path]:
-    """The files of `paths` that lie outside `roots` once resolved.
-
-    Resolves each folder once and a file only when it is itself a symlink: one lstat per file
-    instead of a realpath walk, so checking a 10,000-file corpus stays cheap.
-    """
-    folder_inside: dict[str, bool] = {}
-    outside = []
-    for path in paths:
-        name = os.path.abspath(path)
-        folder = os.path.dirname(name)
-        inside = folder_inside.get(folder)
-        if inside is None:
-            inside = folder_inside[folder] = resolve_inside(Path(folder), roots) is not None
-        if inside and os.path.islink(name):
-            inside = resolve_inside(Path(name), roots) is not None
-        if not inside:
-            outside.append(path)
-    return outside
-
-
-def confine_corpus_root(spec: SearchSpec, prefix: tuple[str, ...], settings: Settings) -> Path:
-    """The corpus root, resolved, if it lies inside a data root (a relative root is looked up in each)."""
-    root, roots = spec.corpus.root, settings.data_roots
-    loc = [*prefix, "corpus", "root"]
-    if "\x00" in str(root):
-        raise ApiError(422, "validation_error", "corpus.root contains a NUL byte", [(loc, "NUL byte")])
-    candidates = [root] if root.is_absolute() else [r.expanduser() / root for r in roots]
-    # A relative root names a folder under a data root: the first data root that holds it wins.
-    chosen = next((c for c in candidates if _exists(c)), candidates[0] if candidates else root)
-    resolved = resolve_inside(chosen, roots)
-    if resolved is None:
-        allowed = ", ".join(str(r) for r in roots) or "(none configured)"
-        message = (
-            f"corpus.root {str(root)[:300]!r} lies outside the data roots this server may read "
-            f"(after resolving symlinks and '..'); allowed: {allowed} (set SERNAS_DATA_ROOTS)"
-        )
-        raise ApiError(403, "forbidden_path", message, [(loc, "outside the data roots")])
-    return resolved
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except (OSError, ValueError):  # e.g. a name too long for the file system
-        return False
-
-
-def check_runnable(spec: SearchSpec, prefix: tuple[str, ...], settings: Settings) -> None:
-    """Read the corpus (no audio decoded) and run the strategy's preflight (memory estimate).
-
-    Blocking, and slow for a search shape not estimated lately (see `preflight`): call it from a
-    worker thread.
-    """
+def check_runnable(spec: SpecBase, prefix: tuple[str, ...], settings: Settings) -> None:
+    """Read the corpus (no audio decoded): it must exist, have enough speakers for the folds, and lie
+    inside the data roots. The strategy's own preflight (e.g. the emoDARTS memory estimate) runs in the
+    worker, once, against the device that will run the search."""
     from nas.dataset import class_names, select_utterances
     from nas.reporting import InMemoryReporter
 
@@ -251,79 +173,16 @@ def check_runnable(spec: SearchSpec, prefix: tuple[str, ...], settings: Settings
             f"(e.g. {outside[0]}); allowed: {', '.join(str(r) for r in settings.data_roots)}"
         )
         raise ApiError(403, "forbidden_path", message, [([*corpus_loc, "root"], "files outside the data roots")])
-    preflight(spec, len(class_names(utterances, spec.corpus)))
-
-
-# ---------------------------------------------------------------- the memory estimate, shared
-
-PREFLIGHT_TTL_SECONDS = 300.0
-PREFLIGHT_CACHE_SIZE = 256
-_outcomes: dict[str, tuple[float, str | None]] = {}  # key -> (when, refusal message or None)
-_key_locks: dict[str, threading.Lock] = {}
-_key_locks_guard = threading.Lock()
-# One estimate at a time: the darts preflight builds the supernet and runs it forward (seconds of
-# CPU and up to several GB at the paper's size); N concurrent submissions must not build N of them.
-_computing = threading.Lock()
-
-
-def preflight(spec: SearchSpec, n_classes: int) -> None:
-    """The strategy's preflight (memory estimate), run once per search shape and remembered a while.
-
-    Its outcome depends on the space, features, options and class count (not on the corpus, seed
-    or folds), and, for the default limit, on the memory free now: it is cached for
-    PREFLIGHT_TTL_SECONDS. Concurrent submissions of one shape wait for a single estimate. The
-    worker runs the same preflight again right before the search starts, so a stale "fits"
-    costs nothing but an early refusal missed.
-    """
-    from nas.errors import ResourceError
-    from nas.strategies import get_strategy
-
-    sections = [spec.space, spec.features, spec.options]
-    key = json.dumps([spec.strategy, n_classes, *(m.model_dump(mode="json") for m in sections)])
-    outcome = _fresh(key)
-    if outcome is None:
-        with _key_locks_guard:
-            lock = _key_locks.setdefault(key, threading.Lock())
-        with lock:
-            outcome = _fresh(key)
-            if outcome is None:
-                strategy = get_strategy(spec.strategy)  # imports torch the first time
-                with _computing:
-                    try:
-                        strategy.preflight(spec, n_classes)
-                        refusal = None
-                    except ResourceError as exc:
-                        refusal = str(exc)
-                outcome = (time.monotonic(), refusal)
-                _remember(key, outcome)
-    if outcome[1] is not None:
-        raise ResourceError(outcome[1])
-
-
-def _fresh(key: str) -> tuple[float, str | None] | None:
-    outcome = _outcomes.get(key)
-    if outcome is None or time.monotonic() - outcome[0] > PREFLIGHT_TTL_SECONDS:
-        return None
-    return outcome
-
-
-def _remember(key: str, outcome: tuple[float, str | None]) -> None:
-    with _key_locks_guard:
-        _outcomes[key] = outcome
-        while len(_outcomes) > PREFLIGHT_CACHE_SIZE:
-            oldest = min(_outcomes, key=lambda k: _outcomes[k][0])
-            del _outcomes[oldest]
-            _key_locks.pop(oldest, None)
+    if spec.folds.by == "speaker":
+        speakers = len({u.speaker for u in utterances})
+        if spec.folds.n_folds > speakers:
+            message = f"folds.n_folds {spec.folds.n_folds} needs as many speakers, but the corpus has {speakers}"
+            raise ApiError(422, "invalid_config", message, [([*prefix, "folds", "n_folds"], message)])
+    if len(class_names(utterances, spec.corpus)) < 2:
+        raise ApiError(422, "invalid_data", "fewer than 2 classes left after selection", [(corpus_loc, "classes")])
 
 
 # ---------------------------------------------------------------- reading and control
-
-
-def get_or_404(sessions: SessionsDep, search_id: str) -> Search:
-    search = repo.get_search(sessions, search_id)
-    if search is None:
-        raise ApiError(404, "not_found", f"no search with id {search_id!r}")
-    return search
 
 
 @router.get("/searches", response_model=SearchPage)
@@ -401,36 +260,6 @@ def export_search(search_id: SearchId, sessions: SessionsDep, settings: Settings
     if search.status != SearchStatus.COMPLETED:
         raise ApiError(409, "no_result", f"search {search_id} is {search.status.value}; it has no result yet")
     return bundle_response(folder, settings, f"sernas-{_slug(search.name)}-{search.id[:8]}.zip")
-
-
-def bundle_response(folder: Path, settings: Settings, download_name: str) -> FileResponse:
-    """Zip a result folder (which must lie inside the results directory) into a temporary download."""
-    from nas.bundle import export_bundle
-
-    inside = resolve_inside(folder, [settings.results_dir])
-    if inside is None:
-        raise ApiError(403, "forbidden_path", "the recorded result folder lies outside the results directory")
-    if not _has_model(inside):
-        raise ApiError(409, "no_result", "the result folder holds no model (genome.json and weights) yet")
-    workdir = Path(tempfile.mkdtemp(prefix="sernas-export-"))
-    try:
-        bundle = export_bundle(inside, workdir / "bundle.zip")
-    except (OSError, ValueError, SernasError) as exc:  # a corrupt or vanishing result
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise ApiError(409, "no_result", f"the result folder cannot be exported: {exc}") from None
-    except Exception:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    return FileResponse(
-        bundle,
-        media_type="application/zip",
-        filename=download_name,
-        background=BackgroundTask(shutil.rmtree, workdir, ignore_errors=True),
-    )
-
-
-def _has_model(folder: Path) -> bool:
-    return (folder / "genome.json").is_file() and (folder / "weights.safetensors").is_file()
 
 
 def _slug(text: str) -> str:

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
-from api.deps import SessionsDep, SettingsDep
+from api.bundles import bundle_response
+from api.deps import VALIDATION, SearchId, SessionsDep, SettingsDep, errors, get_or_404
 from api.errors import ApiError
-from api.routes.searches import VALIDATION, SearchId, bundle_response, errors, get_or_404
 from api.schemas import NO_NUL, TrialDetail, TrialPage, TrialPublic
 from nas.errors import ConfigError
 from nas.reporting import TrialState

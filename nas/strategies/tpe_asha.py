@@ -51,6 +51,13 @@ class TpeAshaStrategy(SearchStrategy):
     name: ClassVar[str] = "tpe-asha"
     spec_type: ClassVar[type[TpeAshaSearch]] = TpeAshaSearch
 
+    def preflight(self, spec: TpeAshaSearch, n_classes: int, device: str) -> None:
+        """SSL frames need their frozen model: refuse, naming where to put it, before any audio is decoded."""
+        if spec.features.ssl is not None:
+            from nas.features.ssl import load_ssl_model
+
+            load_ssl_model(spec.features.ssl, device)
+
     def run(self, ctx: SearchContext) -> SearchResult:
         ctx.reporter.log(f"optuna study: optuna-dashboard {study_url(ctx.workdir)}")
         return run_folds(ctx, lambda fold, fold_dir: _run_fold(ctx, fold, fold_dir))
@@ -211,6 +218,9 @@ def _record(reporter: Reporter, job: TrialJob, study: Any, recorded: set[int]) -
             metrics[f"val_{job.spec.objective}"] = trial.value
         reporter.finish_trial(trial_id, state, metrics)
         recorded.add(trial.number)
+        score = "" if trial.value is None else f", val {job.spec.objective} {trial.value:.3f}"
+        fold = job.plan.fold.index
+        reporter.log(f"fold {fold}: trial {trial.number} {state.value} after {len(epochs)} epoch(s){score}")
 
 
 def _best_trial(study: Any) -> Any:

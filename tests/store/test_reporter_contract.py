@@ -23,31 +23,30 @@ from tests.store.test_searches import queue
 GENOME = Genome(input=FeatureSpec(), architecture=CnnBiLstmAttArchitecture(), classes=("angry", "happy"))
 
 
-def check_reporter_contract(reporter: Reporter, tmp_path: Path) -> None:
-    """What a strategy may rely on, whichever Reporter it was given."""
-    search = reporter.start_trial("fold-0/search", {"fold": 0, "stage": "search"})
-    retrain = reporter.start_trial("fold-0/retrain", {"fold": 0, "stage": "retrain"})
+def check_reporter_contract(reporter: Reporter, tmp_path: Path) -> tuple[int, int, int]:
+    """What a strategy may rely on, whichever Reporter it was given; returns the trial ids it opened."""
+    search = reporter.start_trial("fold-0/search", {"nodes": 2}, fold=0, stage="search")
+    retrain = reporter.start_trial("fold-0/retrain", {"family": "emodarts"}, fold=0, stage="retrain")
     assert isinstance(search, int) and isinstance(retrain, int) and search != retrain
-    assert reporter.start_trial("fold-0/search", {"fold": 0, "stage": "search"}) == search  # keyed
-    assert reporter.finished_trials() == {}
+    assert reporter.start_trial("fold-0/search", {"nodes": 2}, fold=0, stage="search") == search  # keyed
 
     for epoch in range(3):
         reporter.report(search, epoch, {"loss": 1.0 / (epoch + 1), "val_ua": 0.3 + epoch / 10})
-        assert reporter.should_prune(search, epoch) in (True, False)
+    reporter.report(search, 2, {"loss": 0.25, "val_ua": 0.6})  # a resume replaying epoch 2: overwrites
     reporter.log("derived a genome")
     reporter.log("careful", logging.WARNING)
     reporter.finish_trial(search, TrialState.COMPLETE, {"alphas": [[0.5, 0.5]], "flags": []}, GENOME)
-    assert reporter.finished_trials() == {"fold-0/search": search}
+    # A resumed search that starts a finished trial again gets the same trial back.
+    assert reporter.start_trial("fold-0/search", {"nodes": 2}, fold=0, stage="search") == search
 
     weights = tmp_path / "weights.safetensors"
     weights.write_bytes(b"\0" * 64)
     reporter.report(retrain, 0, {"loss": 2.0})
     metrics = {"ua": 0.55, "wa": 0.6, "params": 1234, "test_speakers": ["01", "02"]}
     reporter.finish_trial(retrain, TrialState.PRUNED, metrics, GENOME, {"weights": weights})
-    assert reporter.finished_trials() == {"fold-0/search": search, "fold-0/retrain": retrain}
-    other = reporter.start_trial("fold-1/search", {"fold": 1})
+    other = reporter.start_trial("fold-1/search", {"nodes": 2}, fold=1, stage="search")
     assert other not in (search, retrain)
-    assert reporter.finished_trials() == {"fold-0/search": search, "fold-0/retrain": retrain}
+    return search, retrain, other
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
@@ -68,15 +67,34 @@ def test_reporter_contract(reporter: Reporter, tmp_path: Path):
     check_reporter_contract(reporter, tmp_path)
 
 
+def test_in_memory_reporter_keeps_what_the_contract_reported(tmp_path: Path):
+    reporter = InMemoryReporter()
+    search, retrain, other = check_reporter_contract(reporter, tmp_path)
+    trials = reporter.trials
+    assert [(trials[t].fold, trials[t].stage) for t in (search, retrain, other)] == [
+        (0, "search"),
+        (0, "retrain"),
+        (1, "search"),
+    ]
+    assert [step for step, _ in trials[search].steps] == [0, 1, 2]  # keyed by step: no duplicate
+    assert dict(trials[search].steps)[2] == {"loss": 0.25, "val_ua": 0.6}
+    assert (trials[search].state, trials[search].genome) == (TrialState.COMPLETE, GENOME)
+    assert (trials[retrain].state, trials[retrain].metrics["ua"]) == (TrialState.PRUNED, 0.55)
+    assert trials[other].state == TrialState.RUNNING
+    assert reporter.messages[-2:] == ["derived a genome", "careful"]
+
+
 def test_db_reporter_stores_what_the_contract_reported(sessions, tmp_path: Path):
     search_id = queue(sessions, 1)[0]
     with DbReporter(sessions, search_id) as reporter:
         check_reporter_contract(reporter, tmp_path)
     page = repo.list_trials(sessions, search_id, sort="id")
-    search, retrain, _ = page.items
-    assert (search.fold, search.stage, retrain.stage) == (0, "search", "retrain")
+    search, retrain, other = page.items
+    assert [(t.fold, t.stage) for t in (search, retrain, other)] == [(0, "search"), (0, "retrain"), (1, "search")]
     assert Genome.model_validate(repo.get_trial(sessions, search.id).genome) == GENOME
-    assert [s.step for s in repo.get_trial(sessions, search.id).steps] == [0, 1, 2]
+    steps = repo.get_trial(sessions, search.id).steps
+    assert [s.step for s in steps] == [0, 1, 2]  # keyed by (trial, step): the replayed epoch overwrote
+    assert steps[2].metrics == {"loss": 0.25, "val_ua": 0.6}
     stored = repo.get_trial(sessions, retrain.id)
     assert (stored.state, stored.ua, stored.n_params) == (TrialState.PRUNED, 0.55, 1234)
     assert stored.artifacts[0].size_bytes == 64

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nas.spec import CorpusSpec, SearchSpec
+from nas.spec import CorpusSpec, DartsSearch, parse_spec
 from nas.store import repository as repo
 from nas.store.models import SearchStatus
 
@@ -16,7 +16,7 @@ T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 def spec_json(seed: int = 0) -> dict:
     corpus = CorpusSpec(name="ravdess", root=Path("/data/ravdess"))
-    return SearchSpec(corpus=corpus, seed=seed).model_dump(mode="json")
+    return DartsSearch(corpus=corpus, seed=seed).model_dump(mode="json")
 
 
 def queue(sessions: sessionmaker[Session], n: int) -> list[str]:
@@ -27,7 +27,7 @@ def test_lifecycle_queued_running_completed(sessions):
     created = repo.create_search(sessions, spec_json(), "first", "darts")
     assert created.status == SearchStatus.QUEUED and created.attempts == 0
     stored = repo.get_search(sessions, created.id)
-    assert SearchSpec.model_validate(stored.spec) == SearchSpec.model_validate(spec_json())
+    assert parse_spec(stored.spec) == parse_spec(spec_json())
     assert stored.created_at.tzinfo is not None and stored.created_at.utcoffset() == timedelta(0)
 
     claimed = repo.claim_next_search(sessions, "worker-a", lease_seconds=30, now=T0)

@@ -1,0 +1,64 @@
+"""A small real corpus (8 RAVDESS actors, calm vs angry) and a tiny spec of every registered strategy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nas.spec import CorpusSpec, FoldSpec, SpecBase, spec_from_preset
+
+ACTORS = range(1, 9)  # 8 actors: 4 speaker folds of one man and one woman
+CLASSES = {"02": "calm", "05": "angry"}  # RAVDESS emotion codes in the file names
+
+# The smallest search of each strategy that still runs its whole protocol on fold 0.
+TINY = {
+    "darts": (
+        "emodarts-demo",
+        {"options.search_epochs": 2, "options.train_epochs": 3, "options.search_fraction": 0.5},
+    ),
+    "tpe-asha": (
+        "bigru-mfcc-demo",
+        {
+            "options.n_trials": 5,
+            "options.n_startup_trials": 3,
+            "options.max_epochs": 6,
+            "options.min_resource": 2,
+            "options.reduction_factor": 2,
+        },
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory, ravdess_root: Path) -> Path:
+    """A RAVDESS-layout folder of links to 8 real actors."""
+    root = tmp_path_factory.mktemp("corpus")
+    for actor in ACTORS:
+        folder = root / f"Actor_{actor:02d}"
+        folder.mkdir()
+        for src in (ravdess_root / folder.name).glob("*.flac"):
+            (folder / src.name).symlink_to(src)
+    return root
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One feature cache for the session: each tiny spec's features are computed once."""
+    return tmp_path_factory.mktemp("features")
+
+
+def tiny_spec(strategy: str, corpus_root: Path, **overrides: object) -> SpecBase:
+    preset, tiny = TINY[strategy]
+    corpus = CorpusSpec(name="ravdess", root=corpus_root, classes=tuple(CLASSES.values()))
+    return spec_from_preset(preset, corpus, tiny | overrides, folds=FoldSpec(n_folds=4, only=(0,)), device="cpu")
+
+
+def held_out_files(ravdess_root: Path, speakers: set[str]) -> list[Path]:
+    """The calm and angry files of `speakers`, from the real corpus."""
+    return [
+        path
+        for speaker in sorted(speakers)
+        for path in sorted((ravdess_root / speaker).glob("*.flac"))
+        if path.name.split("-")[2] in CLASSES
+    ]

@@ -1,0 +1,124 @@
+"""What every registered strategy promises, run for real on a small RAVDESS corpus.
+
+A strategy added to the registry without a tiny spec in conftest.TINY fails here: register one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas.bundle import PREDICTIONS, RESULT_FILES
+from nas.errors import ConfigError, ResourceError, SearchCancelled
+from nas.metrics import classification_report
+from nas.reporting import InMemoryReporter, TrialState
+from nas.runner import run_search
+from nas.spec import parse_spec
+from nas.strategies import get_strategy, strategy_names
+from tests.strategies.conftest import TINY, tiny_spec
+
+STRATEGIES = strategy_names()
+
+# A spec each strategy's preflight must refuse before any audio is decoded, and what the refusal says.
+CANNOT_RUN = {
+    "darts": ({"options.memory_limit_gb": 0.001}, ResourceError, "GB"),
+    "tpe-asha": (
+        {"features.frontends": [{"kind": "ssl", "model_dir": "/nonexistent/distilhubert"}], "features.max_frames": 50},
+        ConfigError,
+        "SERNAS_SSL_DIR",
+    ),
+}
+
+
+def test_every_registered_strategy_has_a_tiny_spec_and_a_refusal():
+    assert set(STRATEGIES) == set(TINY) == set(CANNOT_RUN)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_spec_round_trips_through_json(strategy, small_corpus):
+    spec = tiny_spec(strategy, small_corpus)
+    assert type(spec) is get_strategy(strategy).spec_type
+    assert parse_spec(spec.model_dump_json()) == spec
+    assert parse_spec(json.loads(spec.model_dump_json())) == spec
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_preflight_refuses_what_cannot_run(strategy, small_corpus, tmp_path):
+    overrides, error, message = CANNOT_RUN[strategy]
+    spec = tiny_spec(strategy, small_corpus, **overrides)
+    with pytest.raises(error, match=message):
+        get_strategy(strategy).preflight(spec, 2, "cpu")
+    reporter = InMemoryReporter()
+    with pytest.raises(error, match=message):  # the runner refuses it before extracting features
+        run_search(spec, tmp_path / "run", cache_dir=tmp_path / "cache", reporter=reporter, progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture(scope="module", params=STRATEGIES)
+def finished(request, small_corpus, feature_cache, tmp_path_factory):
+    """One uninterrupted tiny search per strategy: (strategy, spec, out, reporter, result)."""
+    strategy = request.param
+    spec = tiny_spec(strategy, small_corpus)
+    out, reporter = tmp_path_factory.mktemp(strategy) / "run", InMemoryReporter()
+    result = run_search(spec, out, cache_dir=feature_cache, reporter=reporter, progress=False)
+    return strategy, spec, out, reporter, result
+
+
+def test_a_run_reports_trials_and_leaves_a_result_folder(finished):
+    _, spec, out, reporter, result = finished
+    trials = list(reporter.trials.values())
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), "no trial left running"
+    assert len({t.key for t in trials}) == len(trials)
+    assert all(t.fold == 0 and t.stage in ("search", "retrain") for t in trials)
+    retrain = [t for t in trials if t.stage == "retrain"]
+    assert len(retrain) == 1 and retrain[0].steps and retrain[0].genome is not None
+    assert [t for t in trials if t.stage == "search" and t.steps], "search trials report their epochs"
+    for name in RESULT_FILES:
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["summary"]["ua_mean"] == result.summary["ua_mean"] and f"val_{spec.objective}" in metrics
+
+
+def test_predictions_are_stored_per_utterance_for_validation_and_test(finished):
+    _, _, out, _, result = finished
+    stored = np.load(out / "folds" / "fold-0" / PREDICTIONS)
+    test_speakers = {Path(k).parent.name for k in stored["test_keys"]}
+    assert test_speakers == set(result.folds[0].test_speakers)
+    assert not {Path(k).parent.name for k in stored["val_keys"]} & test_speakers, "validation speakers are not tested"
+    for part in ("val", "test"):
+        probabilities = stored[f"{part}_probabilities"]
+        assert probabilities.shape == (len(stored[f"{part}_keys"]), 2)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert list(stored["classes"]) == ["calm", "angry"]
+    rescored = classification_report(stored["test_labels"], stored["test_probabilities"], ("calm", "angry"))
+    assert rescored["ua"] == pytest.approx(result.folds[0].metrics["ua"], abs=1e-6), "the stored rows are the tested"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_cancel_stops_and_a_resumed_run_finishes_without_duplicates(strategy, small_corpus, feature_cache, tmp_path):
+    spec, out, reporter = tiny_spec(strategy, small_corpus), tmp_path / "run", InMemoryReporter()
+    polls = 0
+
+    def cancel_after_a_while() -> bool:
+        nonlocal polls
+        polls += 1
+        return polls > 12  # a few batches in: inside the first search trial
+
+    with pytest.raises(SearchCancelled):
+        run_search(
+            spec, out, cache_dir=feature_cache, reporter=reporter, is_cancelled=cancel_after_a_while, progress=False
+        )
+    assert not (out / "metrics.json").exists(), "a cancelled search leaves no result"
+    started = {t.key for t in reporter.trials.values()}
+    assert started, "the run had begun"
+
+    result = run_search(spec, out, cache_dir=feature_cache, reporter=reporter, progress=False)
+    trials = list(reporter.trials.values())
+    assert len({t.key for t in trials}) == len(trials), "no trial twice"
+    assert started <= {t.key for t in trials}, "no trial lost"
+    assert all(t.state != TrialState.RUNNING for t in trials)
+    assert [t for t in trials if t.stage == "retrain" and t.state == TrialState.COMPLETE]
+    assert result.summary["ua_mean"] > 0 and (out / "metrics.json").is_file()
