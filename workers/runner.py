@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from nas.bundle import RESULT_FILES
-from nas.errors import SearchCancelled, SernasError
+from nas.errors import ConfigError, SearchCancelled, SernasError
 from nas.reporting import Reporter, TrialState
 from nas.store import repository
 from nas.store.db import make_engine, session_factory
@@ -245,9 +245,19 @@ def _run(
     heartbeat: Heartbeat,
     search_fn: SearchFn | None,
 ) -> Any:
+    from pydantic import ValidationError
+
     from nas.spec import parse_spec
 
-    spec = parse_spec(spec_json)
+    try:
+        spec = parse_spec(spec_json)
+    except ValidationError as exc:  # the fields at fault and why, not pydantic's dump of the whole spec
+        problems = "; ".join(
+            (".".join(map(str, e["loc"][1:])) + ": " if len(e["loc"]) > 1 else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise ConfigError(f"the stored spec is invalid: {problems}") from exc
     if config.threads:
         import torch
 

@@ -133,9 +133,15 @@ def _override_fields(exc: ConfigError, overrides: dict[str, Any]) -> list[tuple[
     if not isinstance(cause, ValidationError):
         bad = [k for k in overrides if repr(k) in str(exc)]
         return [(["body", "overrides", *bad[:1]], str(exc))]
+    from search_spaces.presets import SECTION_NAMES
+
     fields: list[tuple[list[str | int], str]] = []
     for error in cause.errors():
-        loc = [str(part) for part in error["loc"]]
+        # Sections and specs validate through unions discriminated by strategy: loc[0] is the strategy's tag.
+        loc = [str(part) for part in error["loc"][1:]]
+        if not loc or loc[0] not in SECTION_NAMES:  # a shared field of the spec (device, gpus, folds, ...)
+            fields.append((["body", *loc], error["msg"]))
+            continue
         dotted = ".".join(loc)
         # The longest override key that the error lies under, e.g. "features.pool_to" for pool_to.1.
         keys = [k for k in overrides if dotted == k or dotted.startswith(f"{k}.")]

@@ -3,7 +3,8 @@
 `fake_search` has `nas.runner.run_search`'s signature and behaviour where the workers care: keyed
 trials per fold and stage, per-epoch reports, a checkpoint per trial in the result folder (so a
 re-run resumes after the last finished epoch), `is_cancelled` polled before every epoch, finished
-trials skipped. It logs "fake: <key> from epoch <n> (pid <pid>)" each time it (re)starts a trial,
+trials skipped (a `done` marker per trial in the result folder, as the real strategies read their own
+checkpoints). It logs "fake: <key> from epoch <n> (pid <pid>)" each time it (re)starts a trial,
 which is how the tests prove that a resumed search did not start over.
 """
 
@@ -20,13 +21,15 @@ from typing import Any
 
 from nas.errors import SearchCancelled
 from nas.reporting import TrialState
-from nas.spec import CorpusSpec, FoldSpec, SearchSpec
+from nas.spec import CorpusSpec, DartsSearch, FoldSpec
 from workers.ray_backend import Outcome, Reaped
 from workers.runner import RunnerConfig, execute
 
 
-def tiny_spec(corpus: str = "ravdess", gpus: float = 0, folds: tuple[int, ...] = (0, 1), epochs: int = 3):
-    spec = SearchSpec(
+def tiny_spec(
+    corpus: str = "ravdess", gpus: float = 0, folds: tuple[int, ...] = (0, 1), epochs: int = 3
+) -> DartsSearch:
+    spec = DartsSearch(
         corpus=CorpusSpec(name=corpus, root=Path("/data/ravdess")),
         folds=FoldSpec(n_folds=4, only=folds),
         gpus=gpus,
@@ -40,7 +43,7 @@ class WorkerDied(BaseException):
 
 
 def fake_search(
-    spec: SearchSpec,
+    spec: DartsSearch,
     out: Path,
     *,
     cache_dir: Path | None = None,
@@ -62,15 +65,17 @@ def fake_search(
     done_epochs = 0
     if spec.corpus.name == "boom":
         raise ValueError("the fake corpus exploded on purpose")
-    finished = reporter.finished_trials()
     uas = []
     for fold in spec.folds.only or range(spec.folds.n_folds):
         for stage, epochs in (("search", spec.options.search_epochs), ("retrain", spec.options.train_epochs)):
             key = f"fold-{fold}/{stage}"
             ckpt = out / f"fold-{fold}-{stage}.json"
-            if key in finished:
+            done = out / f"fold-{fold}-{stage}.done"
+            if done.exists():  # finished by an earlier attempt: not run (nor reported) again
+                if stage == "retrain":
+                    uas.append(json.loads(done.read_text())["ua"])
                 continue
-            trial = reporter.start_trial(key, {"fold": fold, "stage": stage})
+            trial = reporter.start_trial(key, {"epochs": epochs}, fold=fold, stage=stage)
             start = json.loads(ckpt.read_text())["epoch"] + 1 if ckpt.exists() else 1
             reporter.log(f"fake: {key} from epoch {start} (pid {os.getpid()})")
             for epoch in range(start, epochs + 1):
@@ -89,6 +94,7 @@ def fake_search(
             if stage == "retrain":
                 uas.append(ua)
             reporter.finish_trial(trial, TrialState.COMPLETE, {"ua": ua, "wa": ua, "params": 1000 + fold})
+            done.write_text(json.dumps({"ua": ua}))
     (out / "metrics.json").write_text(json.dumps({"ua": max(uas, default=0.0)}))
     return SimpleNamespace(summary={"ua_mean": sum(uas) / len(uas) if uas else None, "folds": len(uas)})
 

@@ -84,12 +84,37 @@ def test_a_failure_is_recorded_with_its_message_and_traceback(db_url, sessions, 
 
 
 def test_a_config_error_keeps_its_own_message(db_url, sessions, tmp_path):
+    # Specs refuse device 'cuda' without a GPU when validated; this one was stored without validation.
     search_id = repo.create_search(
         sessions, tiny_spec().model_copy(update={"device": "cuda"}).model_dump(mode="json"), "gpu", "darts"
     ).id
     repo.claim_next_search(sessions, OWNER, 30)
     assert execute(search_id, _config(db_url, tmp_path), fake_search) == "failed"
-    assert repo.get_search(sessions, search_id).error.startswith("the spec asks for device 'cuda'")
+    error = repo.get_search(sessions, search_id).error
+    assert error.startswith("the stored spec is invalid: device 'cuda' reserves no GPU"), error
+    assert "input_value" not in error  # the reason, not pydantic's dump of the whole spec
+    assert repo.list_trials(sessions, search_id).total == 0  # refused before the search started
+
+
+def test_a_search_too_big_for_memory_fails_fast_when_the_worker_starts_it(db_url, sessions, tmp_path, ravdess_root):
+    """The controller no longer estimates memory: the real runner's preflight refuses, before any audio."""
+    from nas.spec import CorpusSpec, spec_from_preset
+
+    spec = spec_from_preset(
+        "emodarts-demo",
+        CorpusSpec(name="ravdess", root=ravdess_root, classes=("neutral", "happy", "sad")),
+        {"options.memory_limit_gb": 0.01},
+        device="cpu",
+    )
+    search_id = repo.create_search(sessions, spec.model_dump(mode="json"), "too big", "darts").id
+    repo.claim_next_search(sessions, OWNER, 30)
+    started = time.monotonic()
+    assert execute(search_id, _config(db_url, tmp_path)) == "failed"  # the real nas.runner.run_search
+    assert time.monotonic() - started < 60
+    error = repo.get_search(sessions, search_id).error
+    assert "needs about" in error and "GB" in error and "try " in error, error  # the ResourceError's own message
+    assert not (tmp_path / "features").exists() or not any((tmp_path / "features").rglob("*.npy"))
+    assert repo.list_trials(sessions, search_id).total == 0
 
 
 def test_cancel_stops_the_search_within_a_second_and_resume_finishes_it(db_url, sessions, tmp_path):
