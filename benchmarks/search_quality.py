@@ -1,7 +1,7 @@
 """Search quality: emoDARTS on the bundled 12 RAVDESS actors vs the paper's hand-designed baseline.
 
 Both are trained and tested on the same speaker-independent folds with the same loop
-(nas.strategies.darts.retrain_and_test); only the genome differs. CPU time is counted
+(nas.strategies.protocol.retrain_and_test); only the genome differs. CPU time is counted
 for the whole DARTS search (search + retraining over all folds).
 
     .venv/bin/python benchmarks/search_quality.py --out runs/quality [--set options.search_epochs=20 ...]
@@ -15,14 +15,16 @@ import resource
 import time
 from pathlib import Path
 
+from nas.data.folds import darts_split
 from nas.dataset import featurise, select_utterances
 from nas.genome import CnnBiLstmAttArchitecture, Genome
 from nas.metrics import mean_std
 from nas.reporting import InMemoryReporter
 from nas.runner import run_search
-from nas.spec import CorpusSpec, FoldSpec, SearchSpec
+from nas.spec import CorpusSpec, FoldSpec, spec_from_preset
 from nas.strategies.base import SearchContext
-from nas.strategies.darts import SUMMARY_KEYS, make_folds, plan_fold, retrain_and_test
+from nas.strategies.darts import retrain_recipe
+from nas.strategies.protocol import SUMMARY_KEYS, make_folds, plan_fold, retrain_and_test
 from nas.train import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
 
     overrides = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.overrides)}
-    spec = SearchSpec.from_preset(
+    spec = spec_from_preset(
         args.preset,
         CorpusSpec(name="ravdess", root=args.data.resolve()),
         overrides,
@@ -58,11 +60,21 @@ def main() -> None:
     utterances, problems = select_utterances(spec.corpus, reporter)
     data = featurise(utterances, problems, spec.corpus, spec.features, reporter, None, progress=False)
     ctx = SearchContext(spec, data, reporter, args.out / "baseline", resolve_device(spec.device), progress=False)
-    baseline = Genome(input=spec.features, architecture=CnnBiLstmAttArchitecture(), classes=data.classes)
-    baseline_folds = [
-        retrain_and_test(ctx, plan_fold(spec, data, fold), baseline, ctx.workdir / f"fold-{fold.index}")
-        for fold in make_folds(spec, data)
-    ]
+    baseline = Genome(
+        input=spec.features,
+        architecture=CnnBiLstmAttArchitecture(),
+        classes=data.classes,
+        training=retrain_recipe(spec.options),
+    )
+    baseline_folds = []
+    for fold in make_folds(spec, data):  # the baseline trains on the same rows as the derived genome
+        pool = fold.train_indices(data.utterances)
+        options = spec.options
+        split = darts_split(
+            data.utterances, pool, spec.seed + fold.index, options.search_fraction, options.validation_fraction
+        )
+        plan = plan_fold(spec, data, fold, split.train, split.validation)
+        baseline_folds.append(retrain_and_test(ctx, plan, baseline, ctx.workdir / f"fold-{fold.index}"))
     base = mean_std([f.metrics for f in baseline_folds], SUMMARY_KEYS)
     params = [f.metrics["params"] for f in baseline_folds]
 

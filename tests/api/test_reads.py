@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from nas.reporting import TrialState
-from nas.spec import CorpusSpec, SearchSpec
+from nas.spec import CorpusSpec, spec_from_preset
 from nas.store import repository as repo
 from nas.store.models import SearchStatus
 from tests.api import (  # noqa: F401 - the fixtures register by importing them
@@ -22,7 +22,7 @@ from tests.api import (  # noqa: F401 - the fixtures register by importing them
 
 
 def queue_search(sessions: sessionmaker[Session], name: str = "s", root: Path = Path("/data/ravdess")) -> str:
-    spec = SearchSpec.from_preset("emodarts-demo", CorpusSpec(name="ravdess", root=root))
+    spec = spec_from_preset("emodarts-demo", CorpusSpec(name="ravdess", root=root))
     return repo.create_search(sessions, spec.model_dump(mode="json"), name, "darts").id
 
 
@@ -159,14 +159,28 @@ def best_candidates(client, search: str) -> list[dict[str, Any]]:
 def test_search_spaces_serve_every_preset_with_its_schema(client):
     from search_spaces.presets import PRESETS
 
-    spaces = client.get("/search-spaces").json()
-    assert [s["name"] for s in spaces] == list(PRESETS)
-    demo = next(s for s in spaces if s["name"] == "emodarts-demo")
+    catalog = client.get("/search-spaces").json()
+    strategies = {s["name"]: s for s in catalog["strategies"]}
+    assert list(strategies) == ["darts", "tpe-asha"]
+    presets = [p for s in catalog["strategies"] for p in s["presets"]]
+    assert sorted(p["name"] for p in presets) == sorted(PRESETS)
+    for strategy in catalog["strategies"]:
+        assert strategy["description"] and {p["strategy"] for p in strategy["presets"]} == {strategy["name"]}
+        # The schema of a complete spec: what `spec` submissions of this strategy validate against.
+        assert {"corpus", "space", "features", "options", "folds", "seed"} <= strategy["json_schema"]["properties"].keys()
+    assert [p["name"] for p in strategies["darts"]["presets"]][0] == "emodarts"  # the default comes first
+
+    demo = next(p for p in strategies["darts"]["presets"] if p["name"] == "emodarts-demo")
     assert demo["strategy"] == "darts" and demo["description"]
     assert demo["defaults"]["space"]["nodes"] == 2 and demo["defaults"]["options"]["second_order"] is False
     assert {"nodes", "cnn_ops", "seq_ops"} <= demo["json_schema"]["space"]["properties"].keys()
     assert "search_epochs" in demo["json_schema"]["options"]["properties"]
     assert "frontends" in demo["json_schema"]["features"]["properties"]
+
+    bigru = next(p for p in strategies["tpe-asha"]["presets"] if p["name"] == "bigru-mfcc-demo")
+    assert bigru["defaults"]["space"]["family"] == "bigru-head" and bigru["defaults"]["features"]["layout"] == "frames"
+    assert {"n_trials", "min_resource", "reduction_factor"} <= bigru["json_schema"]["options"]["properties"].keys()
+    assert "params" in bigru["json_schema"]["space"]["properties"]
 
 
 def test_datasets_list_readers_and_root_contents(client, ravdess_root, tmp_path):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from api.main import create_app
-from nas.spec import CorpusSpec, SearchSpec
+from nas.spec import CorpusSpec, parse_spec, spec_from_preset
 from nas.store import repository as repo
 from nas.store.models import SearchStatus
 from tests.api import (  # noqa: F401 - the fixtures register by importing them
@@ -38,7 +37,7 @@ def test_submission_is_queued_with_the_resolved_spec(client, ravdess_root):
 
     stored = repo.get_search(sessions_of(client), search["id"])
     assert stored.status == SearchStatus.QUEUED and stored.name == "first"
-    SearchSpec.model_validate(stored.spec)  # the worker can rebuild exactly this spec
+    assert parse_spec(stored.spec).model_dump(mode="json") == stored.spec  # the worker rebuilds exactly this spec
 
 
 def test_relative_root_is_looked_up_under_the_data_roots(client, ravdess_root):
@@ -57,10 +56,9 @@ def test_overrides_and_a_full_spec(client, ravdess_root):
     assert overridden.json()["spec"]["space"]["nodes"] == 1
     assert overridden.json()["spec"]["options"]["search_epochs"] == 2
 
-    # The same shape as above (one memory estimate for both: see the preflight cache).
     corpus = CorpusSpec(name="ravdess", root=ravdess_root, classes=("neutral", "happy", "sad"))
     overrides = {"space.nodes": 1, "options.search_epochs": 2}
-    spec = SearchSpec.from_preset("emodarts-demo", corpus, overrides, seed=7)
+    spec = spec_from_preset("emodarts-demo", corpus, overrides, seed=7)
     whole = client.post("/searches", json={"name": "whole", "spec": spec.model_dump(mode="json")})
     assert whole.status_code == 201, whole.text
     assert whole.json()["spec"]["seed"] == 7 and whole.json()["preset"] == "emodarts-demo"
@@ -127,7 +125,11 @@ def test_unknown_names_list_the_valid_ones(client, ravdess_root):
     assert "emodarts-demo" in preset["message"] and ["body", "preset"] in field_locs(preset)
 
     strategy = assert_error(client.post("/searches", json=search_body(ravdess_root, strategy="random")), 422)
-    assert strategy["valid"] == ["darts"] and "darts" in strategy["message"]
+    assert strategy["valid"] == ["darts", "tpe-asha"] and "darts" in strategy["message"]
+
+    mismatch = assert_error(client.post("/searches", json=search_body(ravdess_root, strategy="tpe-asha")), 422)
+    assert mismatch["type"] == "invalid_config" and "bigru-mfcc-demo" in mismatch["valid"]
+    assert ["body", "strategy"] in field_locs(mismatch)
 
     body = search_body(ravdess_root)
     body["corpus"]["name"] = "ravdes"
@@ -166,7 +168,7 @@ def test_paths_outside_the_data_roots_are_forbidden(client, ravdess_root, tmp_pa
     # A manifest inside a data root whose rows point outside it.
     wavs = sorted(ravdess_root.glob("Actor_0[12]/*.flac"))[:45]
     (outside / "a.wav").write_bytes(b"RIFF")
-    rows = [f"{wav},{('neutral', 'happy', 'sad')[i % 3]},s{i % 4}" for i, wav in enumerate(wavs)]
+    rows = [f"{wav},{('neutral', 'happy', 'sad')[i % 3]},s{i % 6}" for i, wav in enumerate(wavs)]  # 6 folds
     rows.append(f"{outside / 'a.wav'},neutral,s1")
     manifest = inside / "list.csv"
     manifest.write_text("path,label,speaker\n" + "\n".join(rows) + "\n")
@@ -186,11 +188,45 @@ def test_paths_outside_the_data_roots_are_forbidden(client, ravdess_root, tmp_pa
     assert_error(client.post("/searches", json=body), 403, "forbidden_path")
 
 
-def test_a_search_that_cannot_fit_in_memory_is_refused(client, ravdess_root):
+def test_a_search_too_big_for_memory_is_queued_and_left_to_the_worker(client, ravdess_root):
+    # The memory estimate depends on the device that runs the search: the worker refuses it when it
+    # starts (see tests/workers/test_runner.py), not the controller.
     body = search_body(ravdess_root, overrides={"options.memory_limit_gb": 0.01})
-    error = assert_error(client.post("/searches", json=body), 422, "insufficient_memory")
-    assert "GB" in error["message"]
-    assert repo.list_searches(sessions_of(client)).total == 0
+    response = client.post("/searches", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["spec"]["options"]["memory_limit_gb"] == 0.01
+
+
+def test_folds_need_as_many_speakers_as_there_are_folds(client, ravdess_root):
+    speakers = len(list(ravdess_root.glob("Actor_*")))
+    error = assert_error(client.post("/searches", json=search_body(ravdess_root, folds={"n_folds": speakers + 1})), 422)
+    assert error["type"] == "invalid_config" and ["body", "folds", "n_folds"] in field_locs(error)
+    assert f"folds.n_folds {speakers + 1}" in error["message"] and f"has {speakers}" in error["message"]
+    one_speaker_short = search_body(ravdess_root, folds={"n_folds": 6})
+    one_speaker_short["corpus"]["speakers"] = [f"Actor_{i:02d}" for i in range(1, 6)]
+    assert ["body", "folds", "n_folds"] in field_locs(assert_error(client.post("/searches", json=one_speaker_short), 422))
+    enough = search_body(ravdess_root, folds={"n_folds": speakers})
+    assert client.post("/searches", json=enough).status_code == 201
+    # Folds that do not exist, and a GPU device without a GPU, are refused when the spec is validated.
+    missing_fold = assert_error(client.post("/searches", json=search_body(ravdess_root, folds={"n_folds": 4, "only": [4]})), 422)
+    assert ["body", "folds"] in field_locs(missing_fold) and "only folds 0..3" in missing_fold["message"]
+    no_gpu = assert_error(client.post("/searches", json=search_body(ravdess_root, device="cuda")), 422)
+    assert "reserves no GPU" in no_gpu["message"] and ["body"] in field_locs(no_gpu)
+
+
+def test_a_preset_defaults_to_the_strategys_first(client, ravdess_root):
+    body = search_body(ravdess_root)
+    del body["preset"]
+    darts = client.post("/searches", json=body)
+    assert darts.status_code == 201, darts.text
+    assert (darts.json()["strategy"], darts.json()["preset"]) == ("darts", "emodarts")
+    tpe = client.post("/searches", json={**body, "strategy": "tpe-asha"})
+    assert tpe.status_code == 201, tpe.text
+    assert (tpe.json()["strategy"], tpe.json()["preset"]) == ("tpe-asha", "bigru-distilhubert")
+    assert parse_spec(tpe.json()["spec"]).strategy == "tpe-asha"
+    demo = client.post("/searches", json=search_body(ravdess_root, preset="bigru-mfcc-demo"))
+    assert demo.status_code == 201, demo.text
+    assert demo.json()["spec"]["features"]["layout"] == "frames"
 
 
 def test_malformed_json_and_wrong_content(client):
@@ -294,27 +330,21 @@ def _cursor(parts: list) -> str:
     return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode()
 
 
-def test_one_memory_estimate_per_search_shape(client, ravdess_root, monkeypatch):
-    import threading
+def test_submissions_never_run_the_strategys_preflight(client, ravdess_root, monkeypatch):
+    """Concurrent submissions build no supernet: the preflight runs once, in the worker, on its device."""
     from concurrent.futures import ThreadPoolExecutor
 
     import nas.strategies
-    from api.routes import searches
 
     calls: list[int] = []
-    lock = threading.Lock()
 
     class Counting:
-        def preflight(self, spec, n_classes):
-            with lock:
-                calls.append(n_classes)
-            time.sleep(0.2)  # long enough for the others to arrive while it runs
+        def preflight(self, spec, n_classes, device):
+            calls.append(n_classes)
 
     monkeypatch.setattr(nas.strategies, "get_strategy", lambda name: Counting())
-    monkeypatch.setattr(searches, "_outcomes", {})
     body = search_body(ravdess_root, overrides={"options.batch_size": 7})
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: client.post("/searches", json=body).status_code, range(8)))
-    assert statuses == [201] * 8 and calls == [3]
-    other = search_body(ravdess_root, overrides={"options.batch_size": 8})
-    assert client.post("/searches", json=other).status_code == 201 and calls == [3, 3]
+    assert statuses == [201] * 8 and calls == []
+    assert repo.list_searches(sessions_of(client)).total == 8

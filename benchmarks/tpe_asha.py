@@ -1,0 +1,117 @@
+"""tpe-asha on the bundled 12 RAVDESS actors, 8 classes, speaker folds: what pruning saves, and search quality.
+
+1. Pruning: the same search (seed, folds, trial budget) with successive halving and without a pruner.
+   Reported: trials per CPU-hour, epochs trained, the share of epochs pruning saved, and the best
+   validation score per fold (pruning should save epochs at equal or better best validation UA).
+2. Quality: the whole protocol (search per fold, retrain the chosen configuration, test once on the
+   fold's held-out speakers) over all folds; test UA / WA mean ± std over folds and CPU-minutes.
+
+    .venv/bin/python benchmarks/tpe_asha.py --out runs/tpe-asha [--part pruning|quality|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from nas.reporting import InMemoryReporter
+from nas.runner import run_search
+from nas.spec import CorpusSpec, FoldSpec, spec_from_preset
+from nas.strategies.tpe_asha import STUDY_FILE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed_search(spec: Any, out: Path) -> tuple[Any, float, float]:
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    result = run_search(spec, out, reporter=InMemoryReporter(), progress=False)
+    return result, cpu_seconds() - cpu0, time.perf_counter() - wall0
+
+
+def study_figures(out: Path) -> dict[str, Any]:
+    """Trials, epochs trained and best validation value of each fold's study."""
+    storage = f"sqlite:///{out / STUDY_FILE}"
+    figures: dict[str, Any] = {"trials": 0, "pruned": 0, "epochs": 0, "best": {}}
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+        figures["trials"] += len(trials)
+        figures["pruned"] += sum(t.state.name == "PRUNED" for t in trials)
+        figures["epochs"] += sum(len(t.intermediate_values) for t in trials)
+        figures["best"][summary.study_name] = study.best_value
+    return figures
+
+
+def pruning(args: argparse.Namespace, corpus: CorpusSpec) -> dict[str, Any]:
+    rows = {}
+    for pruner in ("successive-halving", "none"):
+        overrides = {"options.pruner": pruner, "options.n_trials": args.trials}
+        spec = spec_from_preset(
+            args.preset, corpus, overrides, folds=FoldSpec(n_folds=args.folds, only=tuple(args.pruning_folds))
+        )
+        _, cpu, wall = timed_search(spec, args.out / f"pruning-{pruner}")
+        rows[pruner] = study_figures(args.out / f"pruning-{pruner}") | {"cpu_s": cpu, "wall_s": wall}
+    on, off = rows["successive-halving"], rows["none"]
+    print(f"\npruning, folds {args.pruning_folds}, {args.trials} trials per fold, preset {args.preset}")
+    print("| pruner | trials | pruned | epochs trained | trials / CPU-hour | CPU-min | best val UA per fold |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        best = ", ".join(f"{v:.3f}" for v in r["best"].values())
+        print(
+            f"| {name} | {r['trials']} | {r['pruned']} | {r['epochs']} | {r['trials'] / (r['cpu_s'] / 3600):.0f} | "
+            f"{r['cpu_s'] / 60:.1f} | {best} |"
+        )
+    print(
+        f"epochs saved by pruning: {1 - on['epochs'] / off['epochs']:.1%}; CPU ratio {on['cpu_s'] / off['cpu_s']:.2f}"
+    )
+    return rows
+
+
+def quality(args: argparse.Namespace, corpus: CorpusSpec) -> dict[str, Any]:
+    spec = spec_from_preset(args.preset, corpus, {}, folds=FoldSpec(n_folds=args.folds))
+    result, cpu, wall = timed_search(spec, args.out / "quality")
+    s = result.summary
+    print(f"\nquality: preset {args.preset}, {args.folds} speaker folds, 8 classes, {cpu / 60:.1f} CPU-min")
+    print(f"test UA {s['ua_mean']:.3f} ± {s['ua_std']:.3f}, WA {s['wa_mean']:.3f} ± {s['wa_std']:.3f}")
+    for fold in result.folds:
+        print(f"  fold {fold.fold} ({', '.join(fold.test_speakers)}): test UA {fold.metrics['ua']:.3f}")
+    return {"summary": s, "cpu_s": cpu, "wall_s": wall, "folds": [f.metrics["ua"] for f in result.folds]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ravdess")
+    parser.add_argument("--preset", default="bigru-mfcc-demo")
+    parser.add_argument("--part", choices=("pruning", "quality", "both"), default="both")
+    parser.add_argument("--folds", type=int, default=6)
+    parser.add_argument("--pruning-folds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--trials", type=int, default=10, help="trial budget per fold of the pruning comparison")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "tpe-asha")
+    args = parser.parse_args()
+    corpus = CorpusSpec(name="ravdess", root=args.data.resolve())
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
+    figures: dict[str, Any] = {}
+    if args.part in ("pruning", "both"):
+        figures["pruning"] = pruning(args, corpus)
+    if args.part in ("quality", "both"):
+        figures["quality"] = quality(args, corpus)
+    results = REPO / "benchmarks" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "tpe_asha.json").write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
