@@ -144,13 +144,18 @@ def _search(ctx: SearchContext, job: TrialJob, study: Any) -> None:
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         return len(study.get_trials(deepcopy=False, states=states))
 
-    def budget_left() -> bool:
+    def budget_left(in_flight: int = 0) -> bool:
+        """Whether another trial may start while `in_flight` others still run (and may all finish)."""
         in_time = options.timeout_s is None or time.monotonic() - started < options.timeout_s
-        return in_time and (options.n_trials is None or finished() < options.n_trials)
+        return in_time and (options.n_trials is None or finished() + in_flight < options.n_trials)
 
     optuna.storages.fail_stale_trials(study)  # trials of a worker that died; their retries are queued
     _record(ctx.reporter, job, study, recorded)
     if parallel is not None:
+        ctx.reporter.log(
+            f"trials run as Ray tasks, {options.parallel_trials} at a time, "
+            f"{options.trial_cpus:g} CPU and {job.spec.gpus:g} GPU each"
+        )
         parallel.run(ctx, study, budget_left, lambda: _record(ctx.reporter, job, study, recorded))
         return
     while budget_left():
@@ -276,7 +281,7 @@ class _RayTrials:
         launched = len(study.trials)
         try:
             while True:
-                while len(running) < self.job.spec.options.parallel_trials and budget_left():
+                while len(running) < self.job.spec.options.parallel_trials and budget_left(len(running)):
                     # One sampler seed per task: tasks that started from one seed would propose alike.
                     running.append(self.remote.remote(self.data_ref, self.job.spec.seed * 1000 + launched))
                     launched += 1

@@ -167,8 +167,9 @@ def test_search_spaces_serve_every_preset_with_its_schema(client):
     for strategy in catalog["strategies"]:
         assert strategy["description"] and {p["strategy"] for p in strategy["presets"]} == {strategy["name"]}
         # The schema of a complete spec: what `spec` submissions of this strategy validate against.
-        assert {"corpus", "space", "features", "options", "folds", "seed"} <= strategy["json_schema"]["properties"].keys()
-    assert [p["name"] for p in strategies["darts"]["presets"]][0] == "emodarts"  # the default comes first
+        fields = strategy["json_schema"]["properties"].keys()
+        assert {"corpus", "space", "features", "options", "folds", "seed"} <= fields
+    assert strategies["darts"]["presets"][0]["name"] == "emodarts"  # the default comes first
 
     demo = next(p for p in strategies["darts"]["presets"] if p["name"] == "emodarts-demo")
     assert demo["strategy"] == "darts" and demo["description"]

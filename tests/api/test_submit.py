@@ -199,16 +199,20 @@ def test_a_search_too_big_for_memory_is_queued_and_left_to_the_worker(client, ra
 
 def test_folds_need_as_many_speakers_as_there_are_folds(client, ravdess_root):
     speakers = len(list(ravdess_root.glob("Actor_*")))
-    error = assert_error(client.post("/searches", json=search_body(ravdess_root, folds={"n_folds": speakers + 1})), 422)
+    too_many = search_body(ravdess_root, folds={"n_folds": speakers + 1})
+    error = assert_error(client.post("/searches", json=too_many), 422)
     assert error["type"] == "invalid_config" and ["body", "folds", "n_folds"] in field_locs(error)
     assert f"folds.n_folds {speakers + 1}" in error["message"] and f"has {speakers}" in error["message"]
     one_speaker_short = search_body(ravdess_root, folds={"n_folds": 6})
     one_speaker_short["corpus"]["speakers"] = [f"Actor_{i:02d}" for i in range(1, 6)]
-    assert ["body", "folds", "n_folds"] in field_locs(assert_error(client.post("/searches", json=one_speaker_short), 422))
+    assert ["body", "folds", "n_folds"] in field_locs(
+        assert_error(client.post("/searches", json=one_speaker_short), 422)
+    )
     enough = search_body(ravdess_root, folds={"n_folds": speakers})
     assert client.post("/searches", json=enough).status_code == 201
     # Folds that do not exist, and a GPU device without a GPU, are refused when the spec is validated.
-    missing_fold = assert_error(client.post("/searches", json=search_body(ravdess_root, folds={"n_folds": 4, "only": [4]})), 422)
+    no_such_fold = search_body(ravdess_root, folds={"n_folds": 4, "only": [4]})
+    missing_fold = assert_error(client.post("/searches", json=no_such_fold), 422)
     assert ["body", "folds"] in field_locs(missing_fold) and "only folds 0..3" in missing_fold["message"]
     no_gpu = assert_error(client.post("/searches", json=search_body(ravdess_root, device="cuda")), 422)
     assert "reserves no GPU" in no_gpu["message"] and ["body"] in field_locs(no_gpu)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from nas.darts.derive import derive_cell
 from nas.darts.supernet import Supernet
 from nas.features.spec import FeatureSpec
-from nas.genome import SEQ_COLLAPSE_FLAG, EmoDartsArchitecture, Genome, build_model
+from nas.genome import SEQ_COLLAPSE_FLAG, EmoDartsArchitecture, Genome
+from nas.models import build as build_model
 from nas.models.emodarts import build
 from search_spaces.darts import CNN_OPS, SEQ_OPS, EmoDartsSpace
 from tests.darts import single_thread  # noqa: F401 (autouse fixture)
@@ -90,7 +92,10 @@ def test_derived_architecture_copies_the_space_and_round_trips_to_a_model() -> N
 def test_genome_builds_the_wrapped_model() -> None:
     arch = Supernet(SPACE, SHAPE, n_classes=3).derive()
     genome = Genome(input=FeatureSpec(pool_to=(16, 16)), architecture=arch, classes=("a", "b", "c"))
-    assert build_model(genome).eval()(torch.randn(2, *SHAPE)).shape == (2, 3)
+    model = build_model(genome).eval()
+    # 128 MFCC rows pooled to 16: the scaler is fitted (and applied) per pooled row.
+    model.set_scaler(np.full(16, 0.5, np.float32), np.full(16, 2.0, np.float32))
+    assert model(torch.randn(2, *SHAPE)).shape == (2, 3)
 
 
 @pytest.mark.parametrize("drop_path_prob", [0.0, 0.3])

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.darts.search import SearchData, run_search
+from nas.darts.search import SearchData, search_supernet
+from nas.dataset import Examples
 from nas.genome import EmoDartsArchitecture
 from search_spaces.darts import DartsOptions, EmoDartsSpace
 from tests.darts import single_thread  # noqa: F401 (autouse fixture)
@@ -24,7 +25,7 @@ def _data() -> SearchData:
     rng = np.random.default_rng(0)
     y = np.arange(32) % 2
     x = rng.normal(size=(32, 1, 8, 8)).astype(np.float32) + y[:, None, None, None]  # learnable
-    return SearchData(weights=(x[:16], y[:16]), arch=(x[16:], y[16:]), classes=("calm", "angry"))
+    return SearchData(weights=Examples(x[:16], y[:16]), arch=Examples(x[16:], y[16:]), classes=("calm", "angry"))
 
 
 Report = tuple[int, dict[str, float], EmoDartsArchitecture]
@@ -38,7 +39,9 @@ def _search(checkpoint: Path, on_epoch=None) -> list[Report]:
         if on_epoch is not None:
             on_epoch(epoch)
 
-    run_search(SPACE, OPTIONS, _data(), seed=0, device="cpu", checkpoint=checkpoint, on_epoch=record, progress=False)
+    search_supernet(
+        SPACE, OPTIONS, _data(), seed=0, device="cpu", checkpoint=checkpoint, on_epoch=record, progress=False
+    )
     return reports
 
 

@@ -6,7 +6,7 @@ controller) or one Ray worker (a crashed search). Its output goes to `<tmp>/serv
 printed when a test fails.
 
 Developer aid: SERNAS_E2E_FAKE_SEARCH=1 runs the same tests with the fake search of
-tests.workers (seconds instead of minutes; the API's preflight is skipped) to debug the plumbing.
+tests.workers (seconds instead of minutes; the API's corpus checks are skipped) to debug the plumbing.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def event_messages(sessions: Any, search_id: str) -> list[str]:
 
 
 def serve_fake() -> None:
-    """SERNAS_E2E_FAKE_SEARCH=1: the service with the fake search and without the API's preflight."""
+    """SERNAS_E2E_FAKE_SEARCH=1: the service with the fake search and without the API's corpus checks."""
     import functools
     import logging
 

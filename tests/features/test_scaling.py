@@ -54,3 +54,19 @@ def test_mismatched_shapes_are_rejected() -> None:
         fit_scaler(np.zeros((4, 5), np.float32))
     with pytest.raises(ValueError, match="0 examples"):
         fit_scaler(np.zeros((0, 1, 4, 5), np.float32))
+
+
+def test_frame_sequences_are_scaled_over_their_real_frames_only() -> None:
+    rng = np.random.default_rng(0)
+    lengths = np.array([3, 7, 5])
+    x = np.zeros((3, 7, 4), np.float32)  # (N, T, D) zero-padded
+    for i, n in enumerate(lengths):
+        x[i, :n] = rng.normal(10.0, 2.0, (n, 4))
+    mean, std = fit_scaler(x, lengths)
+    real = np.concatenate([x[i, :n] for i, n in enumerate(lengths)])  # the 15 real frames
+    assert mean.shape == std.shape == (4,) and mean.dtype == np.float32
+    np.testing.assert_allclose(mean, real.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(std, real.std(axis=0), rtol=1e-5)
+    assert (mean > 8).all()  # padding would have pulled the means towards zero
+    with pytest.raises(ValueError, match=r"\(N, T, D\)"):
+        fit_scaler(np.zeros((3, 1, 7, 4), np.float32), lengths)

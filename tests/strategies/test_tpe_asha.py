@@ -193,3 +193,40 @@ def test_missing_ssl_weights_say_where_to_put_them(ravdess_root, tmp_path, capsy
     err = capsys.readouterr().err
     assert str(tmp_path / "ssl" / "distilhubert") in err and "save_pretrained" in err and "SERNAS_SSL_DIR" in err
     assert not (tmp_path / "cache").exists(), "refused before any audio was decoded"
+
+
+def test_bigru_heads_on_frozen_ssl_frames_end_to_end(small_corpus, ravdess_root, tmp_path):
+    """The published pipeline on a tiny randomly initialised HuBERT saved locally (no real weights here):
+    SSL frames extracted and cached, a tpe-asha search over BiGRU heads, and prediction from the bundle."""
+    from transformers import HubertConfig, HubertModel
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    config = HubertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embedding_groups=4,
+    )
+    HubertModel(config).save_pretrained(tmp_path / "tiny-hubert")
+    spec = tiny_spec(
+        "tpe-asha",
+        small_corpus,
+        **{
+            "features.frontends": [{"kind": "ssl", "model_dir": str(tmp_path / "tiny-hubert"), "dim": 32}],
+            "features.duration_s": 3.0,
+            "features.max_frames": 150,
+            "options.n_trials": 2,
+            "options.max_epochs": 3,
+        },
+    )
+    out = tmp_path / "run"
+    result = run_search(spec, out, cache_dir=tmp_path / "cache", reporter=InMemoryReporter(), progress=False)
+    assert result.folds[0].genome.input.ssl is not None
+    assert result.folds[0].genome.input.output_shape == (150, 32)
+    held_out = held_out_files(ravdess_root, set(result.folds[0].test_speakers))[:4]
+    predictions = predict_files(out, held_out)
+    assert all(p.error is None and p.label in CLASSES.values() for p in predictions)
+    assert all(abs(sum(p.probabilities.values()) - 1) < 1e-5 for p in predictions)

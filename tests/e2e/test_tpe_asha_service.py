@@ -1,0 +1,79 @@
+"""tpe-asha through the service: submitted over REST, its trials run as Ray tasks of a real local Ray,
+every Optuna trial appears in the trials table with its epochs and state, and the export predicts."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nas.bundle import predict_files
+from tests.e2e import ACTORS, CLASSES, Server, event_messages
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def server(tmp_path, db_url, ravdess_root):
+    running = Server(tmp_path, db_url, [ravdess_root])
+    yield running
+    running.stop()
+
+
+def test_tpe_asha_search_over_rest_with_ray_trials(server, ravdess_root, tmp_path, sessions):
+    server.start()
+    body = {
+        "name": "tpe-e2e",
+        "strategy": "tpe-asha",
+        "preset": "bigru-mfcc-demo",
+        "corpus": {
+            "name": "ravdess",
+            "root": str(ravdess_root),
+            "classes": sorted(CLASSES.values()),
+            "speakers": ACTORS,
+        },
+        "overrides": {
+            "options.n_trials": 5,
+            "options.n_startup_trials": 3,
+            "options.max_epochs": 6,
+            "options.min_resource": 2,
+            "options.reduction_factor": 2,
+            "options.parallel_trials": 2,
+        },
+        "folds": {"n_folds": 4, "only": [0]},
+        "device": "cpu",
+    }
+    search_id = server.submit(body)
+    search = server.wait_for(search_id)
+    assert search["status"] == "completed", (search["error"], server.output())
+    assert search["strategy"] == "tpe-asha" and search["summary"]["ua_mean"] > 0.5
+
+    trials = server.all_trials(search_id, limit=2)
+    keys = [t["key"] for t in trials]
+    assert len(keys) == len(set(keys)), f"duplicated trials: {keys}"
+    searched = [t for t in trials if t["stage"] == "search"]
+    assert len([t for t in searched if t["state"] in ("complete", "pruned")]) == 5
+    assert any(t["state"] == "pruned" for t in searched), "successive halving pruned none"
+    for trial in searched:
+        assert server.steps(trial["id"]), f"trial {trial['key']} has no epochs"
+    (retrain,) = [t for t in trials if t["stage"] == "retrain"]
+    assert retrain["state"] == "complete"
+
+    messages = event_messages(sessions, search_id)
+    assert any("trials run as Ray tasks, 2 at a time" in m for m in messages), messages
+    assert any("optuna-dashboard sqlite:///" in m for m in messages)
+
+    bundle = tmp_path / "model.zip"
+    response = httpx.get(f"{server.url}/searches/{search_id}/export", timeout=60)
+    assert response.status_code == 200
+    bundle.write_bytes(response.content)
+    assert "genome.json" in zipfile.ZipFile(bundle).namelist()
+    speakers = retrain["metrics"]["test_speakers"]
+    held_out = [
+        p for s in speakers for p in sorted((Path(ravdess_root) / s).glob("*.flac")) if p.name.split("-")[2] in CLASSES
+    ]
+    predictions = predict_files(bundle, held_out)
+    correct = sum(p.label == CLASSES[p.path.name.split("-")[2]] for p in predictions)
+    assert correct / len(held_out) >= 0.65, f"{correct}/{len(held_out)} held-out files right"
