@@ -40,21 +40,12 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
+from benchmarks.machine import cpu_model
 from nas.store.db import make_engine
 from nas.store.models import Trial
 
 REPO = Path(__file__).resolve().parents[1]
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _free_port() -> int:
@@ -197,7 +188,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
 
-    print(f"\nmachine: {os.cpu_count()} CPUs, {_cpu_model()}, {platform.platform()}")
+    print(f"\nmachine: {os.cpu_count()} CPUs, {cpu_model()}, {platform.platform()}")
     versions = f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
     print(f"{versions}, database {_backend(database_url)}")
     print("one client, sequential requests over a keep-alive connection; milliseconds\n")

@@ -15,21 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import cpu_model
 from nas.data.types import Utterance
 from nas.features.extract import extract
 from nas.features.spec import FeatureSpec
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -44,7 +35,7 @@ def main() -> None:
         parser.error(f"no Actor_*/*.flac files under {args.root}")
     utterances = [Utterance(path=p, label="neutral", speaker=p.parent.name) for p in paths]
     spec = FeatureSpec()
-    print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}")
+    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}")
     print(f"corpus:  {len(utterances)} files under {args.root}")
     print(f"spec:    {spec.model_dump_json()}")
 

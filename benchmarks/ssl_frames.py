@@ -10,7 +10,7 @@ Group-norm models like DistilHuBERT are batched only over equal-length signals (
 with --duration shorter than the files (RAVDESS: 3-5 s) every utterance is cut to the same length and
 batches fill; at the default 6 s (Ahmadianshalchi et al.'s 300 frames) most run one at a time.
 
-    .venv/bin/python benchmarks/ssl_frames.py [--files 48] [--batch-size 8] [--device cpu] [--duration 6]
+    .venv/bin/python -m benchmarks.ssl_frames [--files 48] [--batch-size 8] [--device cpu] [--duration 6]
 """
 
 from __future__ import annotations
@@ -30,22 +30,13 @@ import torch
 from transformers import HubertConfig, HubertModel
 from transformers.utils import logging as transformers_logging
 
+from benchmarks.machine import cpu_model
 from nas.data.types import Utterance
 from nas.features.spec import FeatureSpec, Ssl
 from nas.features.ssl import extract_ssl, load_ssl_model
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "ssl_frames.json"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _save_distilhubert_sized(directory: Path) -> int:
@@ -83,7 +74,7 @@ def main() -> None:
             frontends=(Ssl(model_dir=model_dir),), layout="frames", duration_s=args.duration, max_frames=300
         )
         print(
-            f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, torch {torch.__version__} "
+            f"machine: {os.cpu_count()} CPUs, {cpu_model()}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), device {args.device}"
         )
         if args.device.startswith("cuda"):
@@ -132,7 +123,7 @@ def main() -> None:
                 "benchmark": "ssl_frames",
                 "machine": {
                     "cpus": os.cpu_count(),
-                    "cpu": _cpu_model(),
+                    "cpu": cpu_model(),
                     "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version(),
                     "torch": torch.__version__,

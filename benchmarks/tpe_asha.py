@@ -6,7 +6,7 @@
 2. Quality: the whole protocol (search per fold, retrain the chosen configuration, test once on the
    fold's held-out speakers) over all folds; test UA / WA mean ± std over folds and CPU-minutes.
 
-    .venv/bin/python benchmarks/tpe_asha.py --out runs/tpe-asha [--part pruning|quality|both]
+    .venv/bin/python -m benchmarks.tpe_asha --out runs/tpe-asha [--part pruning|quality|both]
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import optuna
 
+from benchmarks.machine import cpu_model
 from nas.reporting import InMemoryReporter
 from nas.runner import run_search
 from nas.spec import CorpusSpec, FoldSpec, spec_from_preset
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "tpe-asha")
     args = parser.parse_args()
     corpus = CorpusSpec(name="ravdess", root=args.data.resolve())
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     figures: dict[str, Any] = {}
     if args.part in ("pruning", "both"):
         figures["pruning"] = pruning(args, corpus)

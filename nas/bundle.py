@@ -11,12 +11,15 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nas.errors import SernasError
 from nas.genome import Genome
+
+if TYPE_CHECKING:
+    from nas.models import SerModel
 
 GENOME, WEIGHTS, METRICS, CARD = "genome.json", "weights.safetensors", "metrics.json", "MODEL_CARD.md"
 REPORT = "report.md"  # a search's per-fold table, beside its exported model
@@ -24,7 +27,7 @@ PREDICTIONS = "predictions.npz"  # a retrained model's class probabilities on it
 RESULT_FILES = (GENOME, WEIGHTS, METRICS, REPORT)  # what a finished search's result folder offers
 
 
-def save_model(folder: Path, genome: Genome, model: Any, metrics: dict[str, Any]) -> Path:
+def save_model(folder: Path, genome: Genome, model: SerModel, metrics: dict[str, Any]) -> Path:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -35,7 +38,7 @@ def save_model(folder: Path, genome: Genome, model: Any, metrics: dict[str, Any]
     return weights
 
 
-def load_model(bundle: Path) -> tuple[Genome, Any, dict[str, Any]]:
+def load_model(bundle: Path) -> tuple[Genome, SerModel, dict[str, Any]]:
     """(genome, model in eval mode with its trained weights, metrics) from a bundle folder or zip."""
     from safetensors.torch import load as load_weights
 

@@ -104,7 +104,7 @@ def latency_ms(
     """Inference latency of one example (batch 1) of shape `input_shape`: a map (1, F, T), or a
     whole frame sequence (T, D) when `frames` (the model then takes its length too).
 
-    The model must already be on `device`. REFERENCE.md's protocol is 100 warm-up and 1000
+    The model must already be on `device`. Papers' latency tables use 100 warm-up and 1000
     timed runs; the defaults are smaller so trials stay cheap, pass those for a paper table.
     """
     import torch

@@ -57,6 +57,24 @@ class FeatureSet:
     from_cache: int = 0  # rows read from the cache rather than computed
     lengths: np.ndarray | None = None  # (N,) int64 true frame counts; frames layout only
 
+    @classmethod
+    def of_rows(
+        cls,
+        x: np.ndarray,
+        ok: np.ndarray,
+        problems: dict[int, FileProblem],
+        from_cache: int,
+        lengths: np.ndarray | None,
+    ) -> FeatureSet:
+        """The rows of `x` (and `lengths`) that could be used (`ok`), and the problems in input order."""
+        return cls(
+            x=x if ok.all() else x[ok],
+            kept=np.flatnonzero(ok).tolist(),
+            problems=[problems[i] for i in sorted(problems)],
+            from_cache=from_cache,
+            lengths=None if lengths is None else lengths if ok.all() else lengths[ok],
+        )
+
 
 def compute_features(signal: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """One mono signal at spec.sample_rate -> its (1, F, T) float32 map, or its unpadded (T_i, D) frames.
@@ -183,13 +201,7 @@ def extract(
                 else:
                     lengths[index], ok[index] = place(x, index, features), True
                 bar.update()
-    return FeatureSet(
-        x=x if ok.all() else x[ok],
-        kept=np.flatnonzero(ok).tolist(),
-        problems=[problems[i] for i in sorted(problems)],
-        from_cache=from_cache,
-        lengths=(lengths if ok.all() else lengths[ok]) if spec.layout == "frames" else None,
-    )
+    return FeatureSet.of_rows(x, ok, problems, from_cache, lengths if spec.layout == "frames" else None)
 
 
 def place(x: np.ndarray, index: int, features: np.ndarray) -> int:

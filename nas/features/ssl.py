@@ -384,10 +384,4 @@ def extract_ssl(
                     store_features(spec_dir, data, features)
                 lengths[index], ok[index] = place(x, index, features), True
                 bar.update()
-    return FeatureSet(
-        x=x if ok.all() else x[ok],
-        kept=np.flatnonzero(ok).tolist(),
-        problems=[problems[i] for i in sorted(problems)],
-        from_cache=from_cache,
-        lengths=lengths if ok.all() else lengths[ok],
-    )
+    return FeatureSet.of_rows(x, ok, problems, from_cache, lengths)
