@@ -58,7 +58,7 @@ def study_figures(out: Path) -> dict[str, Any]:
 def pruning(args: argparse.Namespace, corpus: CorpusSpec) -> dict[str, Any]:
     rows = {}
     for pruner in ("successive-halving", "none"):
-        overrides = {"options.pruner": pruner, "options.n_trials": args.trials}
+        overrides = args.overrides | {"options.pruner": pruner, "options.n_trials": args.trials}
         spec = spec_from_preset(
             args.preset, corpus, overrides, folds=FoldSpec(n_folds=args.folds, only=tuple(args.pruning_folds))
         )
@@ -81,10 +81,11 @@ def pruning(args: argparse.Namespace, corpus: CorpusSpec) -> dict[str, Any]:
 
 
 def quality(args: argparse.Namespace, corpus: CorpusSpec) -> dict[str, Any]:
-    spec = spec_from_preset(args.preset, corpus, {}, folds=FoldSpec(n_folds=args.folds))
+    spec = spec_from_preset(args.preset, corpus, args.overrides, folds=FoldSpec(n_folds=args.folds))
     result, cpu, wall = timed_search(spec, args.out / "quality")
     s = result.summary
-    print(f"\nquality: preset {args.preset}, {args.folds} speaker folds, 8 classes, {cpu / 60:.1f} CPU-min")
+    print(f"\nquality: preset {args.preset} {args.overrides}, {args.folds} speaker folds, 8 classes")
+    print(f"{cpu / 60:.1f} CPU-minutes, {wall / 60:.1f} wall-minutes")
     print(f"test UA {s['ua_mean']:.3f} ± {s['ua_std']:.3f}, WA {s['wa_mean']:.3f} ± {s['wa_std']:.3f}")
     for fold in result.folds:
         print(f"  fold {fold.fold} ({', '.join(fold.test_speakers)}): test UA {fold.metrics['ua']:.3f}")
@@ -99,8 +100,10 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=6)
     parser.add_argument("--pruning-folds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--trials", type=int, default=10, help="trial budget per fold of the pruning comparison")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=JSON")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "tpe-asha")
     args = parser.parse_args()
+    args.overrides = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.sets)}
     corpus = CorpusSpec(name="ravdess", root=args.data.resolve())
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     figures: dict[str, Any] = {}
