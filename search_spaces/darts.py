@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nas.features.spec import FeatureSpec, Mfcc
 
@@ -113,6 +113,12 @@ class DartsSections(BaseModel):
     space: EmoDartsSpace = EmoDartsSpace()
     features: FeatureSpec = FeatureSpec()
     options: DartsOptions = DartsOptions()
+
+    @model_validator(mode="after")
+    def _maps(self) -> DartsSections:
+        if self.features.layout != "map":
+            raise ValueError("features: the emoDARTS supernet reads (1, F, T) maps; set features.layout to 'map'")
+        return self
 
 
 _SEQ_SCOPES = {
