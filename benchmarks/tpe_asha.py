@@ -1,12 +1,13 @@
 """tpe-asha on the bundled 12 RAVDESS actors, 8 classes, speaker folds: what pruning saves, and search quality.
 
-1. Pruning: the same search (seed, folds, trial budget) with successive halving and without a pruner.
-   Reported: trials per CPU-hour, epochs trained, the share of epochs pruning saved, and the best
-   validation score per fold (pruning should save epochs at equal or better best validation UA).
-2. Quality: the whole protocol (search per fold, retrain the chosen configuration, test once on the
-   fold's held-out speakers) over all folds; test UA / WA mean ± std over folds and CPU-minutes.
+1. Quality: the whole protocol (search per fold with successive-halving pruning, retrain the chosen
+   configuration, test once on the fold's held-out speakers) over all folds; test UA / WA mean ± std
+   over folds and CPU-minutes.
+2. Pruning: the searches of some folds run again without a pruner (same seed, same trial budget),
+   against the same folds of run 1: epochs trained, the share pruning saved, the best validation
+   score per fold (pruning should save epochs at equal or better best validation UA), trials per CPU-hour.
 
-    .venv/bin/python -m benchmarks.tpe_asha --out runs/tpe-asha [--part pruning|quality|both]
+    .venv/bin/python -m benchmarks.tpe_asha --out runs/tpe-asha [--set options.n_trials=6]
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ def timed_search(spec: Any, out: Path) -> tuple[Any, float, float]:
     return result, cpu_seconds() - cpu0, time.perf_counter() - wall0
 
 
-def study_figures(out: Path) -> dict[str, Any]:
-    """Trials, epochs trained and best validation value of each fold's study."""
+def study_figures(out: Path, folds: list[int] | None = None) -> dict[str, Any]:
+    """Trials, epochs trained and best validation value of each fold's study (of `folds`, default all)."""
     storage = f"sqlite:///{out / STUDY_FILE}"
     figures: dict[str, Any] = {"trials": 0, "pruned": 0, "epochs": 0, "best": {}}
     for summary in optuna.get_all_study_summaries(storage):
+        if folds is not None and summary.study_name not in {f"fold-{k}" for k in folds}:
+            continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
         figures["trials"] += len(trials)
@@ -55,32 +58,8 @@ def study_figures(out: Path) -> dict[str, Any]:
     return figures
 
 
-def pruning(args: argparse.Namespace, corpus: CorpusSpec) -> dict[str, Any]:
-    rows = {}
-    for pruner in ("successive-halving", "none"):
-        overrides = args.overrides | {"options.pruner": pruner, "options.n_trials": args.trials}
-        spec = spec_from_preset(
-            args.preset, corpus, overrides, folds=FoldSpec(n_folds=args.folds, only=tuple(args.pruning_folds))
-        )
-        _, cpu, wall = timed_search(spec, args.out / f"pruning-{pruner}")
-        rows[pruner] = study_figures(args.out / f"pruning-{pruner}") | {"cpu_s": cpu, "wall_s": wall}
-    on, off = rows["successive-halving"], rows["none"]
-    print(f"\npruning, folds {args.pruning_folds}, {args.trials} trials per fold, preset {args.preset}")
-    print("| pruner | trials | pruned | epochs trained | trials / CPU-hour | CPU-min | best val UA per fold |")
-    print("|---|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        best = ", ".join(f"{v:.3f}" for v in r["best"].values())
-        print(
-            f"| {name} | {r['trials']} | {r['pruned']} | {r['epochs']} | {r['trials'] / (r['cpu_s'] / 3600):.0f} | "
-            f"{r['cpu_s'] / 60:.1f} | {best} |"
-        )
-    print(
-        f"epochs saved by pruning: {1 - on['epochs'] / off['epochs']:.1%}; CPU ratio {on['cpu_s'] / off['cpu_s']:.2f}"
-    )
-    return rows
-
-
 def quality(args: argparse.Namespace, corpus: CorpusSpec) -> dict[str, Any]:
+    """The whole protocol over every fold, with the preset's pruner (successive halving)."""
     spec = spec_from_preset(args.preset, corpus, args.overrides, folds=FoldSpec(n_folds=args.folds))
     result, cpu, wall = timed_search(spec, args.out / "quality")
     s = result.summary
@@ -89,28 +68,49 @@ def quality(args: argparse.Namespace, corpus: CorpusSpec) -> dict[str, Any]:
     print(f"test UA {s['ua_mean']:.3f} ± {s['ua_std']:.3f}, WA {s['wa_mean']:.3f} ± {s['wa_std']:.3f}")
     for fold in result.folds:
         print(f"  fold {fold.fold} ({', '.join(fold.test_speakers)}): test UA {fold.metrics['ua']:.3f}")
-    return {"summary": s, "cpu_s": cpu, "wall_s": wall, "folds": [f.metrics["ua"] for f in result.folds]}
+    figures = study_figures(args.out / "quality") | {"cpu_s": cpu, "wall_s": wall}
+    return {"summary": s, "folds": [f.metrics["ua"] for f in result.folds], "studies": figures}
+
+
+def pruning(args: argparse.Namespace, corpus: CorpusSpec, pruned: dict[str, Any]) -> dict[str, Any]:
+    """The same searches of `args.pruning_folds` without a pruner, against the quality run's studies."""
+    overrides = args.overrides | {"options.pruner": "none"}
+    folds = FoldSpec(n_folds=args.folds, only=tuple(args.pruning_folds))
+    _, cpu, wall = timed_search(spec_from_preset(args.preset, corpus, overrides, folds=folds), args.out / "no-pruner")
+    rows = {
+        "successive-halving": study_figures(args.out / "quality", args.pruning_folds),
+        "none": study_figures(args.out / "no-pruner") | {"cpu_s": cpu, "wall_s": wall},
+    }
+    on, off = rows["successive-halving"], rows["none"]
+    print(f"\npruning, folds {args.pruning_folds} (same seed, same trial budget per fold)")
+    print("| pruner | trials | pruned | epochs trained | best val UA per fold |")
+    print("|---|---|---|---|---|")
+    for name, r in rows.items():
+        best = ", ".join(f"{k} {v:.3f}" for k, v in r["best"].items())
+        print(f"| {name} | {r['trials']} | {r['pruned']} | {r['epochs']} | {best} |")
+    print(f"epochs saved by pruning: {1 - on['epochs'] / off['epochs']:.1%}")
+    n_folds = len(args.pruning_folds)
+    print(
+        f"trials per CPU-hour: with pruning {pruned['studies']['trials'] / (pruned['studies']['cpu_s'] / 3600):.0f} "
+        f"({args.folds} folds, retraining included), without {off['trials'] / (cpu / 3600):.0f} ({n_folds} folds)"
+    )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ravdess")
     parser.add_argument("--preset", default="bigru-mfcc-demo")
-    parser.add_argument("--part", choices=("pruning", "quality", "both"), default="both")
     parser.add_argument("--folds", type=int, default=6)
     parser.add_argument("--pruning-folds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--trials", type=int, default=10, help="trial budget per fold of the pruning comparison")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=JSON")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "tpe-asha")
     args = parser.parse_args()
     args.overrides = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.sets)}
     corpus = CorpusSpec(name="ravdess", root=args.data.resolve())
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
-    figures: dict[str, Any] = {}
-    if args.part in ("pruning", "both"):
-        figures["pruning"] = pruning(args, corpus)
-    if args.part in ("quality", "both"):
-        figures["quality"] = quality(args, corpus)
+    figures: dict[str, Any] = {"quality": quality(args, corpus)}
+    figures["pruning"] = pruning(args, corpus, figures["quality"])
     results = REPO / "benchmarks" / "results"
     results.mkdir(exist_ok=True)
     (results / "tpe_asha.json").write_text(json.dumps(figures, indent=2))

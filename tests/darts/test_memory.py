@@ -76,3 +76,17 @@ def test_estimate_is_within_a_factor_two_of_the_measured_peak() -> None:
     )
     measured = json.loads(out.stdout.strip().splitlines()[-1])
     assert measured / 2 < estimate.total_bytes < measured * 2, (estimate.human, measured / GB)
+
+
+def test_the_darts_preflight_refuses_a_search_above_its_memory_limit() -> None:
+    from pathlib import Path
+
+    from nas.spec import CorpusSpec, spec_from_preset
+    from nas.strategies import get_strategy
+
+    corpus = CorpusSpec(name="ravdess", root=Path("/data/ravdess"))
+    strategy = get_strategy("darts")
+    strategy.preflight(spec_from_preset("emodarts-demo", corpus, {"options.memory_limit_gb": 64}), 3, "cpu")
+    too_big = spec_from_preset("emodarts-demo", corpus, {"options.memory_limit_gb": 0.01})
+    with pytest.raises(ResourceError, match=r"needs about .* GB but only 0\.0 GB is available"):
+        strategy.preflight(too_big, 3, "cpu")

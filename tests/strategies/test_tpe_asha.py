@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -158,12 +159,18 @@ def test_a_killed_run_resumes_its_study_and_retries_the_stale_trial(small_corpus
 
 
 def _running_with_epochs(study_db: Path) -> bool:
+    """Whether a trial is running and has reported an epoch: read-only SQL, since opening the storage
+    with Optuna while the search is still creating it would race its schema creation."""
     if not study_db.exists():
         return False
     try:
-        return any(t.state.name == "RUNNING" and t.intermediate_values for t in _trials(study_db))
-    except KeyError:  # the study is not created yet
+        with sqlite3.connect(f"file:{study_db}?mode=ro", uri=True, timeout=5) as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM trials JOIN trial_intermediate_values USING (trial_id) WHERE state = 'RUNNING'"
+            ).fetchone()
+    except sqlite3.OperationalError:  # the tables are not created yet
         return False
+    return count > 0
 
 
 @pytest.mark.parametrize(

@@ -198,6 +198,25 @@ def test_gpus_and_cpus_from_the_spec_reach_the_backend(db_url, sessions, tmp_pat
     assert seen == {"gpus": 2.0, "cpus": 3, "threads": 3, "owner": "d1#1"}
 
 
+def test_a_tpe_asha_search_holds_no_gpu_itself_its_trials_do(db_url, sessions, tmp_path):
+    from pathlib import Path
+
+    from nas.spec import CorpusSpec, TpeAshaSearch
+
+    spec = TpeAshaSearch(corpus=CorpusSpec(name="ravdess", root=Path("/data/ravdess")), device="cuda", gpus=1)
+    repo.create_search(sessions, spec.model_dump(mode="json"), "tpe", "tpe-asha")
+    seen = []
+
+    class Recording(ThreadBackend):
+        def submit(self, search_id, config, gpus, cpus, search_fn):
+            seen.append(gpus)
+            return 1
+
+    Dispatcher(_settings(db_url, tmp_path), sessions, backend=Recording()).poll_once()
+    # A driver holding the GPU its trials wait for would deadlock them (Ray keeps a blocked task's GPUs).
+    assert seen == [0]
+
+
 @pytest.mark.parametrize("poll", [0.05])
 def test_stop_returns_promptly_and_leaves_running_searches_to_their_lease(db_url, sessions, tmp_path, poll):
     (search_id,) = _submit(sessions, 1, epochs=1000)
