@@ -83,12 +83,21 @@ def error_response(
 
 def pydantic_fields(exc: ValidationError | RequestValidationError, prefix: Loc = ()) -> list[tuple[Loc, str]]:
     """(loc, msg) of each error; the input itself is never echoed (it may be huge or secret)."""
+    from nas.spec import STRATEGY_SPECS
+
     fields = []
     for error in exc.errors():
         msg = error["msg"]
         if error.get("type") == "json_invalid":  # say where and what, not just "JSON decode error"
             msg = f"malformed JSON: {error.get('ctx', {}).get('error', 'cannot be parsed')}"
-        fields.append(([*prefix, *error["loc"]], msg))
+        loc = list(error["loc"])
+        # A complete spec validates through the union of strategies, whose tag pydantic puts in the path:
+        # the user wrote spec.space.nodes, not spec.darts.space.nodes.
+        for i, part in enumerate(loc[:-1]):
+            if part == "spec" and loc[i + 1] in STRATEGY_SPECS:
+                del loc[i + 1]
+                break
+        fields.append(([*prefix, *loc], msg))
     return fields
 
 

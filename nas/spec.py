@@ -137,5 +137,5 @@ def spec_from_preset(
     try:
         return SEARCH_SPEC.validate_python({**dict(sections), "corpus": corpus, "preset": preset, **fields})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'spec'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"preset {preset!r}: {problems}") from exc

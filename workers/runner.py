@@ -33,14 +33,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nas.bundle import RESULT_FILES
 from nas.errors import ConfigError, SearchCancelled, SernasError
-from nas.reporting import Reporter, TrialState
+from nas.reporting import Reporter
 from nas.store import repository
 from nas.store.db import make_engine, session_factory
 from nas.store.models import SearchStatus
 
 if TYPE_CHECKING:
-    from nas.genome import Genome
-    from nas.store.reporter import DbReporter
+    from nas.store.reporter import DurableSteps
 
 log = logging.getLogger("sernas.workers")
 
@@ -136,55 +135,6 @@ class Heartbeat:
             self._raise_flag("cancel")
 
 
-class DurableSteps(Reporter):
-    """A `DbReporter` whose epoch-level step reports reach the database at once.
-
-    Strategies write an epoch's checkpoint before they report the epoch, and do not report
-    restored epochs again on resume; a report still buffered when the worker is killed would be
-    missing from the learning curve forever. So a step is written immediately unless another one
-    was written less than `burst_seconds` ago (per-batch reporting stays batched). Log lines stay
-    batched: losing the last ones to a SIGKILL loses nothing a resume needs.
-    """
-
-    def __init__(self, inner: DbReporter, burst_seconds: float = 0.2) -> None:
-        self.inner, self.burst_seconds = inner, burst_seconds
-        self._last_write = float("-inf")
-
-    def start_trial(
-        self, key: str, params: dict[str, Any], *, fold: int | None = None, stage: str | None = None
-    ) -> int:
-        return self.inner.start_trial(key, params, fold=fold, stage=stage)
-
-    def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> None:
-        self.inner.report(trial_id, step, metrics)
-        now = time.monotonic()
-        if now - self._last_write >= self.burst_seconds:
-            self._last_write = now
-            try:
-                self.inner.flush()
-            except Exception as exc:  # kept buffered; the reporter retries in the background
-                log.warning("could not write a step report yet: %s", exc)
-
-    def finish_trial(
-        self,
-        trial_id: int,
-        state: TrialState,
-        metrics: dict[str, Any],
-        genome: Genome | None = None,
-        artifacts: dict[str, Path] | None = None,
-    ) -> None:
-        self.inner.finish_trial(trial_id, state, metrics, genome, artifacts)
-
-    def log(self, message: str, level: int = logging.INFO) -> None:
-        self.inner.log(message, level)
-
-    def flush(self) -> None:
-        self.inner.flush()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def execute(search_id: str, config: RunnerConfig, search_fn: SearchFn | None = None) -> str:
     """Run the claimed search `search_id` to its end; returns the status recorded (or "lost")."""
     engine = make_engine(config.db_url)
@@ -195,7 +145,7 @@ def execute(search_id: str, config: RunnerConfig, search_fn: SearchFn | None = N
 
 
 def _execute(sessions: sessionmaker[Session], search_id: str, config: RunnerConfig, search_fn: SearchFn | None) -> str:
-    from nas.store.reporter import DbReporter
+    from nas.store.reporter import DbReporter, DurableSteps
 
     search = repository.get_search(sessions, search_id)
     if search is None or search.status != SearchStatus.RUNNING or search.lease_owner != config.owner:
@@ -308,7 +258,7 @@ def _ray_node() -> str | None:
         return None
 
 
-def _close(reporter: Any) -> None:
+def _close(reporter: DurableSteps) -> None:
     try:
         reporter.close()
     except Exception as exc:  # the outcome matters more than the last buffered log lines

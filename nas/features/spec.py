@@ -160,6 +160,13 @@ class FeatureSpec(BaseModel):
         f, t = self.pool_to or self.raw_shape
         return 1, f, t
 
+    @property
+    def scaled_features(self) -> int:
+        """Features the per-feature scaler standardises: the map's rows as a model reads them (after
+        pooling), or the frames' width."""
+        shape = self.output_shape
+        return shape[-1] if self.layout == "frames" else shape[1]
+
     def cache_key(self) -> str:
         """Names the cached features: everything that changes them (scaling happens later, per fold;
         frame sequences are cached unpadded, so `max_frames` is applied on reading), and librosa's

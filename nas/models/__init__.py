@@ -62,6 +62,4 @@ def build(genome: Genome) -> SerModel:
         raise UnknownNameError("model family", family, list(_FAMILIES)) from None
     input_shape = genome.input.output_shape
     body = getattr(importlib.import_module(module), fn)(genome.architecture, input_shape, len(genome.classes))
-    frames = genome.input.layout == "frames"
-    # The scaler is per feature as the model reads it: D of (T, D) frames, the (pooled) rows F of a (1, F, T) map.
-    return SerModel(body, n_features=input_shape[-1] if frames else input_shape[1], frames=frames)
+    return SerModel(body, n_features=genome.input.scaled_features, frames=genome.input.layout == "frames")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -121,3 +122,52 @@ class DbReporter(Reporter):
             self._timer = threading.Timer(self.flush_seconds, self._background_flush)
             self._timer.daemon = True  # never keeps a finished worker process alive
             self._timer.start()
+
+
+class DurableSteps(Reporter):
+    """A `DbReporter` whose epoch-level step reports reach the database at once (what a worker uses).
+
+    Strategies write an epoch's checkpoint before they report the epoch; a resumed run reports its
+    restored epochs again, but a live learning curve should not wait for that. So a step is written
+    immediately unless another one was written less than `burst_seconds` ago (per-batch reporting
+    stays batched). Log lines stay batched: losing the last ones to a SIGKILL loses nothing a resume
+    needs.
+    """
+
+    def __init__(self, inner: DbReporter, burst_seconds: float = 0.2) -> None:
+        self.inner, self.burst_seconds = inner, burst_seconds
+        self._last_write = float("-inf")
+
+    def start_trial(
+        self, key: str, params: dict[str, Any], *, fold: int | None = None, stage: str | None = None
+    ) -> int:
+        return self.inner.start_trial(key, params, fold=fold, stage=stage)
+
+    def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> None:
+        self.inner.report(trial_id, step, metrics)
+        now = time.monotonic()
+        if now - self._last_write >= self.burst_seconds:
+            self._last_write = now
+            try:
+                self.inner.flush()
+            except Exception as exc:  # kept buffered; the reporter retries in the background
+                log.warning("could not write a step report yet: %s", exc)
+
+    def finish_trial(
+        self,
+        trial_id: int,
+        state: TrialState,
+        metrics: dict[str, Any],
+        genome: Genome | None = None,
+        artifacts: dict[str, Path] | None = None,
+    ) -> None:
+        self.inner.finish_trial(trial_id, state, metrics, genome, artifacts)
+
+    def log(self, message: str, level: int = logging.INFO) -> None:
+        self.inner.log(message, level)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()

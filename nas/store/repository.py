@@ -489,15 +489,6 @@ def best_trial(sessions: Sessions, search_id: str, metric: str = "ua") -> Trial 
         ).first()
 
 
-def finished_trial_keys(sessions: Sessions, search_id: str) -> dict[str, int]:
-    """Keys and ids of the search's trials that are no longer running (a resumed search skips them)."""
-    with sessions() as session:
-        rows = session.execute(
-            select(Trial.key, Trial.id).where(Trial.search_id == search_id, Trial.state != TrialState.RUNNING)
-        ).all()
-    return {key: trial_id for key, trial_id in rows}
-
-
 def events_after(sessions: Sessions, search_id: str, after_id: int = 0, limit: int = 100) -> list[Event]:
     """Events of a search with id > `after_id`, oldest first (the live feed polls with the last id)."""
     with sessions() as session:

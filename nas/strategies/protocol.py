@@ -67,7 +67,8 @@ def plan_fold(spec: Any, data: PreparedData, fold: Fold, train: np.ndarray, vali
     if spec.features.scaling == "standard":
         mean, std = fit_scaler(data.x[pool], None if data.lengths is None else data.lengths[pool])
     else:
-        mean, std = np.zeros(spec.features.n_features, np.float32), np.ones(spec.features.n_features, np.float32)
+        size = spec.features.scaled_features
+        mean, std = np.zeros(size, np.float32), np.ones(size, np.float32)
     return FoldPlan(fold, train, validation, fold.test_indices(data.utterances), mean, std)
 
 

@@ -26,6 +26,15 @@ def _count(sessions, model, **where) -> int:
         return session.scalar(query)
 
 
+def _finished(sessions, search_id: str) -> dict[str, int]:
+    """Keys and ids of the search's trials that are no longer running."""
+    with sessions() as session:
+        rows = session.execute(
+            select(Trial.key, Trial.id).where(Trial.search_id == search_id, Trial.state != TrialState.RUNNING)
+        ).all()
+    return dict(rows)
+
+
 def test_resume_after_a_dead_worker_keeps_finished_trials_without_duplicates(sessions):
     search_id = queue(sessions, 1)[0]
     repo.claim_next_search(sessions, "w1", 10, now=T0)
@@ -37,7 +46,7 @@ def test_resume_after_a_dead_worker_keeps_finished_trials_without_duplicates(ses
     assert repo.requeue_expired(sessions, now=T0 + timedelta(seconds=11)) == [search_id]  # w1 died
     repo.claim_next_search(sessions, "w2", 10, now=T0 + timedelta(seconds=12))
 
-    assert repo.finished_trial_keys(sessions, search_id) == {"fold-0/search": done}
+    assert _finished(sessions, search_id) == {"fold-0/search": done}
     assert repo.start_trial(sessions, search_id, "fold-0/search", {"fold": 0}) == done
     assert repo.start_trial(sessions, search_id, "fold-0/retrain", {"fold": 0}) == interrupted
     repo.add_steps(sessions, interrupted, [(1, {"loss": 0.8}), (2, {"loss": 0.7})])  # epoch 1 again
@@ -51,7 +60,7 @@ def test_resume_after_a_dead_worker_keeps_finished_trials_without_duplicates(ses
         (1, {"loss": 0.8}),
         (2, {"loss": 0.7}),
     ]
-    assert repo.finished_trial_keys(sessions, search_id) == {
+    assert _finished(sessions, search_id) == {
         "fold-0/search": done,
         "fold-0/retrain": interrupted,
     }
@@ -63,7 +72,7 @@ def test_a_failed_trial_restarts_as_running(sessions):
     repo.finish_trial(sessions, trial_id, TrialState.FAILED, {"error": "nan loss"})
     assert repo.start_trial(sessions, search_id, "t", {}) == trial_id
     assert repo.get_trial(sessions, trial_id).state == TrialState.RUNNING
-    assert repo.finished_trial_keys(sessions, search_id) == {}
+    assert _finished(sessions, search_id) == {}
 
 
 def test_steps_upsert_never_duplicates(sessions):
