@@ -2,6 +2,7 @@ import re
 
 import pytest
 
+from nas.darts.genotype import import_genotype
 from nas.errors import GenomeError
 from nas.features.spec import FeatureSpec, Mfcc
 from nas.genome import (
@@ -9,7 +10,6 @@ from nas.genome import (
     CellGenotype,
     EmoDartsArchitecture,
     Genome,
-    import_genotype,
 )
 from nas.recipe import TrainRecipe
 
