@@ -72,7 +72,6 @@ class TrialJob:
     plan: FoldPlan
     study_name: str
     storage_url: str
-    sampler_seed: int
     device: str
 
 
@@ -84,7 +83,7 @@ def _run_fold(ctx: SearchContext, fold: Fold, fold_dir: Path) -> FoldResult:
         f"fold {fold.index}: {len(train)} training and {len(validation)} validation utterances "
         f"(validation speakers {', '.join(sorted({ctx.data.utterances[i].speaker for i in validation}))})"
     )
-    job = TrialJob(spec, ctx.data, plan, f"fold-{fold.index}", study_url(ctx.workdir), 0, ctx.device)
+    job = TrialJob(spec, ctx.data, plan, f"fold-{fold.index}", study_url(ctx.workdir), ctx.device)
     study = _study(job)
     _search(ctx, job, study)
     best = _best_trial(study)

@@ -27,6 +27,7 @@ from tests.e2e import (
     wait_until,
     worker_pids,
 )
+from tests.strategies.conftest import held_out_files
 
 pytestmark = pytest.mark.slow
 
@@ -55,15 +56,6 @@ def _assert_complete_and_unique(server: Server, search_id: str, search_epochs: i
         search_trial = next(t for t in trials if t["key"] == SEARCH_KEY)
         assert server.steps(search_trial["id"]) == list(range(1, search_epochs + 1))
     return trials
-
-
-def _held_out_files(ravdess_root: Path, speakers: list[str]) -> list[Path]:
-    return [
-        path
-        for speaker in sorted(speakers)
-        for path in sorted((ravdess_root / speaker).glob("*.flac"))
-        if path.name.split("-")[2] in CLASSES
-    ]
 
 
 def test_submit_watch_page_export_rebuild_and_predict(server, ravdess_root, tmp_path, capsys):
@@ -102,7 +94,7 @@ def test_submit_watch_page_export_rebuild_and_predict(server, ravdess_root, tmp_
 
     genome, model, metrics = load_model(bundle)
     assert genome.classes == ("calm", "angry") and sum(p.numel() for p in model.parameters()) > 0
-    held_out = _held_out_files(ravdess_root, metrics["test_speakers"])
+    held_out = held_out_files(ravdess_root, set(metrics["test_speakers"]))
     assert len(held_out) == 32
     predictions = predict_files(bundle, held_out)
     assert all(p.error is None and p.label in genome.classes for p in predictions)

@@ -4,13 +4,13 @@ every Optuna trial appears in the trials table with its epochs and state, and th
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 
 import httpx
 import pytest
 
 from nas.bundle import predict_files
 from tests.e2e import ACTORS, CLASSES, Server, event_messages
+from tests.strategies.conftest import held_out_files
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,7 @@ def test_tpe_asha_search_over_rest_with_ray_trials(server, ravdess_root, tmp_pat
     bundle.write_bytes(response.content)
     assert "genome.json" in zipfile.ZipFile(bundle).namelist()
     speakers = retrain["metrics"]["test_speakers"]
-    held_out = [
-        p for s in speakers for p in sorted((Path(ravdess_root) / s).glob("*.flac")) if p.name.split("-")[2] in CLASSES
-    ]
+    held_out = held_out_files(ravdess_root, set(speakers))
     predictions = predict_files(bundle, held_out)
     correct = sum(p.label == CLASSES[p.path.name.split("-")[2]] for p in predictions)
     assert correct / len(held_out) >= 0.65, f"{correct}/{len(held_out)} held-out files right"

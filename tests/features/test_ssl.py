@@ -25,18 +25,19 @@ from nas.features.ssl import SSL_DIR_ENV, SslModel, extract_ssl, load_ssl_model,
 DIM = 32
 
 
-def _save_model(directory: Path, seed: int) -> HubertModel:
+def _save_model(directory: Path, seed: int, **config: object) -> HubertModel:
     """A randomly initialised 2-layer, 32-wide HubertModel with the default conv strides and kernels."""
     torch.manual_seed(seed)
-    config = HubertConfig(
+    tiny = HubertConfig(
         hidden_size=DIM,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
         conv_dim=(DIM,) * 7,
         num_conv_pos_embedding_groups=4,
+        **config,
     )
-    model = HubertModel(config).eval()
+    model = HubertModel(tiny).eval()
     model.save_pretrained(directory)
     return model
 
@@ -236,18 +237,7 @@ def test_frames_do_not_depend_on_the_batch(ravdess_root: Path, model_dir: Path, 
 
 def test_layer_norm_models_batch_with_an_attention_mask(ravdess_root: Path, tmp_path: Path) -> None:
     """feat_extract_norm="layer" (HuBERT-large style): padded batches with a mask give the frames of one alone."""
-    torch.manual_seed(0)
-    config = HubertConfig(
-        hidden_size=DIM,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(DIM,) * 7,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-    )
-    HubertModel(config).save_pretrained(tmp_path / "large-style")
+    _save_model(tmp_path / "large-style", 0, feat_extract_norm="layer", do_stable_layer_norm=True)
     spec = _spec(tmp_path / "large-style")
     assert load_ssl_model(spec.ssl, "cpu").masked
     utterances = _utterances(ravdess_root, 4)
