@@ -15,7 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from nas.features.spec import FeatureSpec
 from nas.recipe import TrainRecipe
 from search_spaces.bigru import BiGruArchitecture
+from search_spaces.cnn_lstm import Cnn1dLstmArchitecture, Cnn2dLstmArchitecture, FusedCnnLstmArchitecture
+from search_spaces.cnn_transformer import CnnTransformerArchitecture
 from search_spaces.darts import CNN_OPS, SEQ_OPS
+from search_spaces.lstm_cnn import LstmCnnArchitecture
 
 SCHEMA_VERSION = 2
 SEQ_COLLAPSE_FLAG = "seq_collapsed_to_skip_connect"
@@ -110,7 +113,15 @@ class CnnBiLstmAttArchitecture(BaseModel):
 
 
 Architecture = Annotated[
-    EmoDartsArchitecture | CnnBiLstmAttArchitecture | BiGruArchitecture, Field(discriminator="family")
+    EmoDartsArchitecture
+    | CnnBiLstmAttArchitecture
+    | BiGruArchitecture
+    | Cnn2dLstmArchitecture
+    | Cnn1dLstmArchitecture
+    | FusedCnnLstmArchitecture
+    | LstmCnnArchitecture
+    | CnnTransformerArchitecture,
+    Field(discriminator="family"),
 ]
 
 

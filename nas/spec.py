@@ -24,6 +24,7 @@ from pydantic import (
 
 from nas.errors import ConfigError
 from search_spaces.darts import DartsSections
+from search_spaces.hyperband import HyperbandSections
 from search_spaces.presets import get_preset
 from search_spaces.tpe_asha import TpeAshaSections
 
@@ -93,6 +94,10 @@ class SpecBase(BaseModel):
         """GPUs the search's own task holds (strategies whose trials are Ray tasks of their own hold none)."""
         return self.gpus
 
+    def search_cpus(self, share: float) -> float:
+        """CPUs the search's own task holds, given its `share` of the cluster."""
+        return share
+
 
 class DartsSearch(SpecBase, DartsSections):
     """emoDARTS (Rajapakshe et al., 2024): a CNN + SeqNN supernet searched by DARTS, per fold."""
@@ -109,20 +114,41 @@ class TpeAshaSearch(SpecBase, TpeAshaSections):
         return 0
 
 
+class HyperbandSearch(SpecBase, HyperbandSections):
+    """Hyperband (Ray Tune) over the CNN-LSTM, LSTM-CNN and CNN-Transformer families (Serra, LoopQPrize 2022)."""
+
+    gpus: float = Field(0, ge=0, description="GPUs of each trial (a Ray Tune trial of its own; the search holds none)")
+
+    def search_gpus(self) -> float:
+        return 0  # as for tpe-asha: the trials hold the GPUs
+
+    def search_cpus(self, share: float) -> float:
+        # Tune's trials are Ray actors with `trial_cpus` each; a driver holding CPUs too would leave them
+        # pending forever on a machine it fills (2 CPUs: the driver's 2 and no trial ever starts).
+        return 0
+
+
 def _strategy(value: Any) -> str:
     # Specs written before there was more than one strategy name none: they are darts specs.
     return value.get("strategy", "darts") if isinstance(value, dict) else value.strategy
 
 
 SearchSpec = Annotated[
-    Annotated[DartsSearch, Tag("darts")] | Annotated[TpeAshaSearch, Tag("tpe-asha")],
+    Annotated[DartsSearch, Tag("darts")]
+    | Annotated[TpeAshaSearch, Tag("tpe-asha")]
+    | Annotated[HyperbandSearch, Tag("hyperband")],
     Discriminator(_strategy),
 ]
-SEARCH_SPEC: TypeAdapter[DartsSearch | TpeAshaSearch] = TypeAdapter(SearchSpec)
-STRATEGY_SPECS: dict[str, type[SpecBase]] = {"darts": DartsSearch, "tpe-asha": TpeAshaSearch}
+AnySearch = DartsSearch | TpeAshaSearch | HyperbandSearch
+SEARCH_SPEC: TypeAdapter[AnySearch] = TypeAdapter(SearchSpec)
+STRATEGY_SPECS: dict[str, type[SpecBase]] = {
+    "darts": DartsSearch,
+    "tpe-asha": TpeAshaSearch,
+    "hyperband": HyperbandSearch,
+}
 
 
-def parse_spec(data: dict[str, Any] | str | bytes) -> DartsSearch | TpeAshaSearch:
+def parse_spec(data: dict[str, Any] | str | bytes) -> AnySearch:
     """A SearchSpec from its JSON (text or parsed); pydantic's ValidationError names bad fields."""
     if isinstance(data, str | bytes):
         return SEARCH_SPEC.validate_json(data)
@@ -131,7 +157,7 @@ def parse_spec(data: dict[str, Any] | str | bytes) -> DartsSearch | TpeAshaSearc
 
 def spec_from_preset(
     preset: str, corpus: CorpusSpec, overrides: dict[str, Any] | None = None, **fields: Any
-) -> DartsSearch | TpeAshaSearch:
+) -> AnySearch:
     """The preset's sections with dotted-key overrides, plus the corpus and the shared fields."""
     sections = get_preset(preset).with_overrides(overrides or {}).sections
     try:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from nas.errors import ConfigError, UnknownNameError
 from nas.recipe import TrainRecipe
-from search_spaces import bigru
+from search_spaces import bigru, cnn_lstm, cnn_transformer, lstm_cnn
 from search_spaces.distributions import Distribution
 
 
@@ -32,6 +32,13 @@ class SearchableFamily:
 
 FAMILIES: dict[str, SearchableFamily] = {
     "bigru-head": SearchableFamily(bigru.BiGruArchitecture, bigru.SPACE, bigru.RECIPE),
+    "cnn2d-lstm": SearchableFamily(cnn_lstm.Cnn2dLstmArchitecture, cnn_lstm.SPACE_2D, cnn_lstm.RECIPE),
+    "cnn1d-lstm": SearchableFamily(cnn_lstm.Cnn1dLstmArchitecture, cnn_lstm.SPACE_1D, cnn_lstm.RECIPE),
+    "cnn-lstm-fused": SearchableFamily(cnn_lstm.FusedCnnLstmArchitecture, cnn_lstm.SPACE_1D, cnn_lstm.RECIPE),
+    "lstm-cnn": SearchableFamily(lstm_cnn.LstmCnnArchitecture, lstm_cnn.SPACE, cnn_lstm.RECIPE),
+    "cnn-transformer": SearchableFamily(
+        cnn_transformer.CnnTransformerArchitecture, cnn_transformer.SPACE, cnn_lstm.RECIPE
+    ),
 }
 
 

@@ -12,10 +12,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from nas.errors import ConfigError, UnknownNameError
-from search_spaces import darts, tpe_asha
+from search_spaces import darts, hyperband, tpe_asha
 
-Sections = Annotated[darts.DartsSections | tpe_asha.TpeAshaSections, Field(discriminator="strategy")]
-SECTIONS: TypeAdapter[darts.DartsSections | tpe_asha.TpeAshaSections] = TypeAdapter(Sections)
+AnySections = darts.DartsSections | tpe_asha.TpeAshaSections | hyperband.HyperbandSections
+Sections = Annotated[AnySections, Field(discriminator="strategy")]
+SECTIONS: TypeAdapter[AnySections] = TypeAdapter(Sections)
 SECTION_NAMES = ("space", "features", "options")
 
 
@@ -61,7 +62,7 @@ def _explain(exc: ValidationError) -> str:
 
 PRESETS: dict[str, Preset] = {
     name: Preset(name=name, description=description, sections=sections)
-    for module in (darts, tpe_asha)
+    for module in (darts, tpe_asha, hyperband)
     for name, (description, sections) in module.PRESETS.items()
 }
 

@@ -217,8 +217,9 @@ class Dispatcher:
         from nas.spec import parse_spec
 
         try:
-            gpus = parse_spec(search.spec).search_gpus()
-            cpus = self._cpus_for(gpus)
+            spec = parse_spec(search.spec)
+            gpus = spec.search_gpus()
+            cpus = spec.search_cpus(self._cpus_for(gpus))
             config = RunnerConfig(
                 db_url=self.settings.db_url,
                 owner=lease_owner,

@@ -21,6 +21,11 @@ _FAMILIES = {
     "emodarts": "nas.models.emodarts:build",
     "cnn-bilstm-att": "nas.models.baseline:build",
     "bigru-head": "nas.models.bigru_head:build",
+    "cnn2d-lstm": "nas.models.cnn_lstm:build",
+    "cnn1d-lstm": "nas.models.cnn_lstm:build",
+    "cnn-lstm-fused": "nas.models.cnn_lstm:build",
+    "lstm-cnn": "nas.models.lstm_cnn:build",
+    "cnn-transformer": "nas.models.cnn_transformer:build",
 }
 
 
@@ -34,8 +39,8 @@ class SerModel(nn.Module):
 
     def set_scaler(self, mean: np.ndarray, std: np.ndarray) -> None:
         assert mean.shape == self.feature_mean.shape, f"scaler mean {mean.shape} != {self.feature_mean.shape}"
-        self.feature_mean.copy_(torch.as_tensor(mean))
-        self.feature_std.copy_(torch.as_tensor(std))
+        self.feature_mean.copy_(torch.tensor(mean))  # a copy: Ray hands trials read-only arrays
+        self.feature_std.copy_(torch.tensor(std))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if self.frames:

@@ -10,6 +10,7 @@ from nas.strategies.base import SearchStrategy
 _REGISTRY = {
     "darts": "nas.strategies.darts:DartsStrategy",
     "tpe-asha": "nas.strategies.tpe_asha:TpeAshaStrategy",
+    "hyperband": "nas.strategies.hyperband:HyperbandStrategy",
 }
 
 

@@ -27,6 +27,8 @@ TINY = {
             "options.reduction_factor": 2,
         },
     ),
+    # 9 configurations of up to 9 epochs, eta 3: one bracket of 9 x 1 -> 3 x 3 -> 1 x 9 epochs.
+    "hyperband": ("cnn-families-demo", {"options.n_trials": 9, "options.max_epochs": 9}),
 }
 
 

@@ -1,0 +1,371 @@
+"""hyperband: Ray Tune's Hyperband over the CNN-LSTM, LSTM-CNN and CNN-Transformer families, per fold.
+
+As Serra (LoopQPrize 2022) searches CNN-LSTM models: Hyperband (Li et al., 2018) runs successive-halving
+brackets with reduction factor eta over configurations drawn from the families' spaces, at random (or by
+Optuna's TPE), each trial trained one epoch per Tune iteration. The synchronous scheduler pauses a trial
+at each rung until its bracket has caught up; a paused trial leaves a checkpoint (the training loop's
+own, which resumes bit for bit) and is restored from it when it goes on. Per fold, every trial trains
+on the fold's training speakers minus a speaker-disjoint validation group and is judged on that group
+only; the best configuration (best validation objective seen at any epoch, as Hyperband defines it)
+is then retrained by the shared protocol and tested once on the fold's held-out speakers.
+
+The Tune experiment lives in the search's folder (`tune/fold-<k>`), so a search whose process died is
+resumed by `Tuner.restore`: finished trials stay finished, interrupted ones go on from their last
+epoch's checkpoint. Every Tune trial is a trial of ours: a Tune callback in this process forwards its
+start, epochs and end (complete, stopped early by the scheduler, failed) to the search's Reporter.
+Each trial is a Ray actor with `options.trial_cpus` CPUs and `gpus` GPUs (Ray sets
+CUDA_VISIBLE_DEVICES); the search itself holds none, so its trials never wait on their own driver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ray.tune import Callback
+
+from nas.data.folds import Fold
+from nas.dataset import PreparedData
+from nas.errors import SearchCancelled, SernasError
+from nas.genome import Genome
+from nas.reporting import TrialState
+from nas.spec import HyperbandSearch
+from nas.strategies.base import FoldResult, SearchContext, SearchResult, SearchStrategy
+from nas.strategies.protocol import FoldPlan, holdout_speakers, plan_fold, retrain_and_test, run_folds
+from search_spaces.distributions import suggest, to_tune
+from search_spaces.families import realise
+
+TUNE_DIR = "tune"
+FAMILY = "family"  # the configuration entry naming the family when a space has several
+_CHECKPOINT = "trial.ckpt"  # the training loop's checkpoint inside a Tune checkpoint
+_EPOCHS = "epochs.json"  # how many epochs that checkpoint holds
+
+
+def experiment_dir(workdir: Path, fold: int) -> Path:
+    """Where the Tune experiment of a fold lives (Ray's own files: `tuner.pkl`, trial folders, results)."""
+    return workdir / TUNE_DIR / f"fold-{fold}"
+
+
+class HyperbandStrategy(SearchStrategy):
+    name: ClassVar[str] = "hyperband"
+    spec_type: ClassVar[type[HyperbandSearch]] = HyperbandSearch
+
+    def run(self, ctx: SearchContext) -> SearchResult:
+        _connect_ray()
+        return run_folds(ctx, lambda fold, fold_dir: _run_fold(ctx, fold, fold_dir))
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What every trial of a fold needs, in plain values: Tune ships it to each trial's actor once."""
+
+    spec: HyperbandSearch
+    data: PreparedData
+    plan: FoldPlan
+
+
+def _run_fold(ctx: SearchContext, fold: Fold, fold_dir: Path) -> FoldResult:
+    spec: HyperbandSearch = ctx.spec
+    train, validation = holdout_speakers(ctx.data, fold, spec.options.validation_fraction, spec.seed + fold.index)
+    plan = plan_fold(spec, ctx.data, fold, train, validation)
+    ctx.reporter.log(
+        f"fold {fold.index}: {len(train)} training and {len(validation)} validation utterances "
+        f"(validation speakers {', '.join(sorted({ctx.data.utterances[i].speaker for i in validation}))})"
+    )
+    best = _tune(ctx, TrialJob(spec, ctx.data, plan))
+    family, values = split_config(spec, best.config)
+    score = best.metrics[f"val_{spec.objective}"]
+    ctx.reporter.log(f"fold {fold.index}: best configuration {family} {values} (val {spec.objective} {score:.3f})")
+    return retrain_and_test(ctx, plan, genome_of(spec, ctx.data.classes, best.config), fold_dir)
+
+
+def genome_of(spec: HyperbandSearch, classes: tuple[str, ...], config: dict[str, Any]) -> Genome:
+    """The genome of one sampled configuration; it trains for `options.max_epochs` (Hyperband's R)."""
+    family, values = split_config(spec, config)
+    architecture, recipe = realise(family, {**spec.space.fixed.get(family, {}), **values})
+    recipe = recipe.model_copy(update={"epochs": spec.options.max_epochs})
+    return Genome(input=spec.features, architecture=architecture, classes=classes, training=recipe)
+
+
+def split_config(spec: HyperbandSearch, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(family, its hyperparameters) of a configuration.
+
+    With one family a configuration is that family's hyperparameters. With several, `family` is a
+    choice and each family's hyperparameters are named `<family>/<name>`: random search draws them
+    all (only the chosen family's are used), TPE draws only the chosen family's.
+    """
+    families = spec.space.families
+    if len(families) == 1:
+        return families[0], dict(config)
+    family = config[FAMILY]
+    prefix = f"{family}/"
+    return family, {k.removeprefix(prefix): v for k, v in config.items() if k.startswith(prefix)}
+
+
+def _param_space(spec: HyperbandSearch) -> dict[str, Any]:
+    """Ray Tune domains of the random sampler (every family's hyperparameters, see `split_config`)."""
+    from ray import tune
+
+    families = spec.space.families
+    if len(families) == 1:
+        return to_tune(spec.space.distributions(families[0]))
+    space: dict[str, Any] = {FAMILY: tune.choice(list(families))}
+    for family in families:
+        space |= {f"{family}/{k}": v for k, v in to_tune(spec.space.distributions(family)).items()}
+    return space
+
+
+def _define_by_run(spec: HyperbandSearch) -> Any:
+    """Optuna's define-by-run space for TPE: the family first, then only its hyperparameters."""
+
+    def space(trial: Any) -> None:
+        families = spec.space.families
+        if len(families) == 1:
+            suggest(trial, spec.space.distributions(families[0]))
+            return
+        family = trial.suggest_categorical(FAMILY, list(families))
+        prefixed = {f"{family}/{k}": v for k, v in spec.space.distributions(family).items()}
+        suggest(trial, prefixed)
+
+    return space
+
+
+def _tune(ctx: SearchContext, job: TrialJob) -> Any:
+    """Run (or resume) the fold's Tune experiment; the best trial's result by validation objective."""
+    from ray import tune
+
+    spec, options = job.spec, job.spec.options
+    fold = job.plan.fold.index
+    path = experiment_dir(ctx.workdir, fold)
+    metric = f"val_{spec.objective}"
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, job=job), {"cpu": options.trial_cpus, "gpu": spec.gpus}
+    )
+    sink_key = str(path.resolve())
+    _SINKS[sink_key] = _Sink(ctx, job)
+    # Snapshot the experiment after every event, not every 10 s: a worker killed between snapshots would
+    # otherwise come back with trials that Tune re-creates under new ids, which our records would hold twice.
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
+    os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"  # that is intended
+    try:
+        if tune.Tuner.can_restore(path):
+            ctx.reporter.log(f"fold {fold}: resuming the Tune experiment in {path}")
+            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=_param_space(spec) if options.sampler == "random" else None,
+                tune_config=tune.TuneConfig(
+                    metric=metric,
+                    mode="max",
+                    num_samples=options.n_trials,
+                    scheduler=_scheduler(spec),
+                    search_alg=_searcher(spec, metric, fold),
+                    max_concurrent_trials=options.parallel_trials,
+                ),
+                run_config=tune.RunConfig(
+                    name=path.name,
+                    storage_path=str(path.parent.resolve()),
+                    callbacks=[_ReporterCallback(sink_key)],
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    failure_config=tune.FailureConfig(max_failures=0),
+                    verbose=0,
+                ),
+            )
+        results = tuner.fit()
+    except SearchCancelled:
+        raise
+    except Exception as exc:
+        if ctx.is_cancelled():  # the callback's SearchCancelled, wrapped by Tune
+            raise SearchCancelled("search cancelled; resume continues the Tune experiment") from exc
+        raise
+    finally:
+        _SINKS.pop(sink_key, None)
+    if ctx.is_cancelled():
+        raise SearchCancelled("search cancelled; resume continues the Tune experiment")
+    scored = [r for r in results if r.metrics and metric in r.metrics and r.error is None]
+    if not scored:
+        errors = "; ".join(f"{type(r.error).__name__}: {r.error}" for r in results if r.error is not None)
+        raise SernasError(
+            f"fold {fold}: no Hyperband trial finished an epoch" + (f" ({errors[:500]})" if errors else "")
+        )
+    return results.get_best_result(metric=metric, mode="max", scope="all")
+
+
+def _scheduler(spec: HyperbandSearch) -> Any:
+    from ray.tune.schedulers import AsyncHyperBandScheduler, HyperBandScheduler
+
+    options = spec.options
+    if options.scheduler == "hyperband":
+        return HyperBandScheduler(
+            time_attr="training_iteration", max_t=options.max_epochs, reduction_factor=options.reduction_factor
+        )
+    return AsyncHyperBandScheduler(
+        time_attr="training_iteration",
+        max_t=options.max_epochs,
+        grace_period=options.grace_epochs,
+        reduction_factor=options.reduction_factor,
+    )
+
+
+def _searcher(spec: HyperbandSearch, metric: str, fold: int) -> Any:
+    seed = spec.seed + fold
+    if spec.options.sampler == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=seed)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    return OptunaSearch(space=_define_by_run(spec), metric=metric, mode="max", sampler=sampler)
+
+
+def _connect_ray() -> None:
+    """A local Ray when none is connected (the command line); inside a service worker, Ray's own."""
+    import ray
+
+    if not ray.is_initialized():
+        # Trials' own output stays in Ray's session logs; our Reporter says what each trial did.
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+# ---------------------------------------------------------------- one trial, in its Ray actor
+
+
+def train_trial(config: dict[str, Any], job: TrialJob) -> None:
+    """Tune's function trainable: one epoch per Tune iteration, a checkpoint with every report.
+
+    The training loop checkpoints each epoch itself; that file is the Tune checkpoint. A trial that
+    Hyperband paused (or whose process died) starts here again from it: `fit` restores its epochs and
+    re-announces them, and only epochs beyond the restored ones reach Tune.
+    """
+    import torch
+    from ray import tune
+
+    from nas.metrics import count_parameters, latency_ms
+    from nas.models import build
+    from nas.train import TrainConfig, fit
+
+    spec, plan, data = job.spec, job.plan, job.data
+    torch.set_num_threads(max(1, int(spec.options.trial_cpus)))
+    device = "cuda" if spec.gpus > 0 and torch.cuda.is_available() else "cpu"
+    genome = genome_of(spec, data.classes, config)
+    model = build(genome)
+    model.set_scaler(plan.mean, plan.std)
+    cost = {"params": count_parameters(model), **latency_ms(model, genome.input.output_shape, runs=10)}
+
+    local = Path(tempfile.mkdtemp(prefix="sernas-trial-"))
+    restored = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            shutil.copyfile(Path(folder) / _CHECKPOINT, local / _CHECKPOINT)
+            restored = json.loads((Path(folder) / _EPOCHS).read_text())["epochs"]
+
+    def on_epoch(epoch: int, entry: dict[str, float]) -> None:
+        if epoch <= restored:
+            return  # Tune has it already
+        report = Path(tempfile.mkdtemp(prefix="sernas-report-"))
+        shutil.copyfile(local / _CHECKPOINT, report / _CHECKPOINT)
+        (report / _EPOCHS).write_text(json.dumps({"epochs": epoch}))
+        tune.report({**entry, **cost, "epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(report))
+        shutil.rmtree(report, ignore_errors=True)
+
+    # One seed per configuration, the same after every pause and resume.
+    seed = spec.seed + plan.fold.index * 1000 + zlib.crc32(json.dumps(config, sort_keys=True).encode()) % 1000
+    try:
+        fit(
+            model,
+            data.rows(plan.train),
+            data.rows(plan.validation),
+            TrainConfig.of(genome.training.model_copy(update={"patience": None}), seed=seed),
+            classes=data.classes,
+            device=device,
+            on_epoch=on_epoch,
+            checkpoint_path=local / _CHECKPOINT,
+        )
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- Tune's events -> our Reporter
+
+
+@dataclass
+class _Sink:
+    """The live side of the callback: this search's context and its Tune trials' ids of ours."""
+
+    ctx: SearchContext
+    job: TrialJob
+    ids: dict[str, int] = field(default_factory=dict)
+
+    def trial_id(self, trial: Any) -> int:
+        if trial.trial_id not in self.ids:
+            family, values = split_config(self.job.spec, trial.config)
+            params = {FAMILY: family, **values} if len(self.job.spec.space.families) > 1 else values
+            self.ids[trial.trial_id] = self.ctx.reporter.start_trial(
+                f"fold-{self.job.plan.fold.index}/{trial.trial_id}",
+                params,
+                fold=self.job.plan.fold.index,
+                stage="search",
+            )
+        return self.ids[trial.trial_id]
+
+
+# Tune pickles its callbacks with the experiment (and unpickles them on restore): the callback carries
+# only this key; the live reporter stays in this process, registered while the fold's experiment runs.
+_SINKS: dict[str, _Sink] = {}
+
+_REPORTED = ("train_loss", "train_acc", "val_loss", "val_ua", "val_wa", "val_macro_f1", "lr")
+
+
+class _ReporterCallback(Callback):
+    def __init__(self, sink_key: str) -> None:
+        self.sink_key = sink_key
+
+    @property
+    def sink(self) -> _Sink:
+        return _SINKS[self.sink_key]
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.sink.ctx.is_cancelled():
+            raise SearchCancelled("search cancelled; resume continues the Tune experiment")
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.sink.trial_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        entry = {k: float(result[k]) for k in (*_REPORTED, "params", "latency_ms_p50") if k in result}
+        self.sink.ctx.reporter.report(self.sink.trial_id(trial), int(result["training_iteration"]), entry)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epochs = int(trial.last_result.get("training_iteration", 0))
+        # Tune ends a trial that Hyperband stopped at a rung the same way as one that ran out its epochs.
+        state = TrialState.COMPLETE if epochs >= self.sink.job.spec.options.max_epochs else TrialState.PRUNED
+        self._finish(trial, state)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, TrialState.FAILED)
+
+    def _finish(self, trial: Any, state: TrialState) -> None:
+        sink, spec = self.sink, self.sink.job.spec
+        last = trial.last_result or {}
+        epochs = int(last.get("training_iteration", 0))
+        metrics: dict[str, Any] = {"epochs": epochs, "tune_trial": trial.trial_id}
+        metrics |= {k: last[k] for k in ("params", "latency_ms_p50") if k in last}
+        best = trial.metric_analysis.get(f"val_{spec.objective}", {}).get("max")
+        if best is not None:
+            metrics[f"val_{spec.objective}"] = float(best)
+        sink.ctx.reporter.finish_trial(sink.trial_id(trial), state, metrics)
+        score = "" if best is None else f", best val {spec.objective} {best:.3f}"
+        sink.ctx.reporter.log(
+            f"fold {sink.job.plan.fold.index}: trial {trial.trial_id} {state.value} after {epochs} epoch(s){score}"
+        )

@@ -1,0 +1,145 @@
+"""The hyperband strategy's space, options and presets (Serra, LoopQPrize 2022; Li et al., 2018).
+
+Hyperband runs several successive-halving brackets with reduction factor eta (3 by default): each bracket
+starts many configurations on a small budget of epochs and keeps the best 1 / eta at each rung, up to
+`max_epochs`. The configurations are drawn from one or more model families' spaces: at random (as
+Hyperband is published) or by TPE through Optuna. With several families the family itself is a
+choice, and each configuration names only its family's hyperparameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nas.features.spec import FeatureSpec, LogMel, Mfcc
+from search_spaces.distributions import CategoricalDistribution, Distribution, IntDistribution
+from search_spaces.families import get_family
+
+HyperbandFamily = Literal["cnn2d-lstm", "cnn1d-lstm", "cnn-lstm-fused", "lstm-cnn", "cnn-transformer"]
+
+
+class HyperbandSpace(BaseModel):
+    """The families to search, and per family the distributions that replace its published ones and the
+    values held fixed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    families: tuple[HyperbandFamily, ...] = Field(("cnn2d-lstm",), min_length=1)
+    params: dict[str, dict[str, Distribution]] = Field(
+        default_factory=dict, description="family -> {hyperparameter: distribution}, replacing the published ones"
+    )
+    fixed: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="family -> {hyperparameter: value} held at that value, not searched"
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> HyperbandSpace:
+        for section, per_family in (("params", self.params), ("fixed", self.fixed)):
+            strangers = sorted(set(per_family) - set(self.families))
+            if strangers:
+                raise ValueError(
+                    f"{section} names {', '.join(strangers)}, which is not searched; "
+                    f"families: {', '.join(self.families)}"
+                )
+            for family, keys in per_family.items():
+                names = get_family(family).names()
+                unknown = sorted(set(keys) - names)
+                if unknown:
+                    raise ValueError(
+                        f"{section}.{family}: no hyperparameter {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
+                    )
+        if len(set(self.families)) != len(self.families):
+            raise ValueError(f"families {list(self.families)} repeats a family")
+        return self
+
+    def distributions(self, family: str) -> dict[str, Distribution]:
+        """What is searched for `family`: its published space, with `params` replacing entries, less `fixed`."""
+        held = self.fixed.get(family, {})
+        merged = {**get_family(family).space, **self.params.get(family, {})}
+        return {name: dist for name, dist in merged.items() if name not in held}
+
+
+class HyperbandOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheduler: Literal["hyperband", "async-hyperband"] = Field(
+        "hyperband", description="hyperband: synchronous brackets (Li et al., 2018); async-hyperband: ASHA brackets"
+    )
+    sampler: Literal["random", "tpe"] = Field("random", description="random (as published) or Optuna's TPE")
+    n_trials: int = Field(27, ge=1, description="configurations tried per fold")
+    max_epochs: int = Field(27, ge=1, description="the most epochs one configuration trains (Hyperband's R)")
+    reduction_factor: int = Field(3, ge=2, description="eta: 1 / eta of the configurations go on at each rung")
+    grace_epochs: int = Field(1, ge=1, description="async-hyperband: epochs before a trial may first be stopped")
+    validation_fraction: float = Field(
+        0.15, gt=0, lt=0.5, description="share of a fold's training speakers held out to judge trials"
+    )
+    parallel_trials: int | None = Field(None, ge=1, description="trials at once (None: as many as the CPUs allow)")
+    trial_cpus: float = Field(1, gt=0, description="CPUs of each trial")
+
+    @model_validator(mode="after")
+    def _grace(self) -> HyperbandOptions:
+        if self.grace_epochs > self.max_epochs:
+            raise ValueError(f"grace_epochs {self.grace_epochs} exceeds max_epochs {self.max_epochs}")
+        return self
+
+
+class HyperbandSections(BaseModel):
+    """The strategy-specific part of a hyperband search (and of a hyperband preset)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Literal["hyperband"] = "hyperband"
+    space: HyperbandSpace = HyperbandSpace()
+    # As published: 128 mels of audio padded to 8 s, 512-sample hop: 128 x 251, standard-scaled per mel.
+    features: FeatureSpec = FeatureSpec(frontends=(LogMel(n_mels=128),), duration_s=8.0, hop_length=512, pool_to=None)
+    options: HyperbandOptions = HyperbandOptions()
+
+    @model_validator(mode="after")
+    def _maps(self) -> HyperbandSections:
+        if self.features.layout != "map":
+            raise ValueError("features: the CNN-LSTM families read (F, T) maps; set features.layout to 'map'")
+        fused = "cnn-lstm-fused" in self.space.families
+        rows = self.features.output_shape[1]
+        split = self.space.fixed.get("cnn-lstm-fused", {}).get("split_rows", 40)
+        if fused and not 0 < split < rows:
+            raise ValueError(
+                f"cnn-lstm-fused sends the first {split} feature rows to its 1D branch and the rest to its 2D "
+                f"branch, but the map has {rows} rows: stack mfcc and logmel frontends, or fix split_rows"
+            )
+        return self
+
+
+_DEMO_FEATURES = FeatureSpec(
+    frontends=(Mfcc(n_mfcc=20), LogMel(n_mels=32)), duration_s=3.0, hop_length=512, pool_to=None
+)
+_DEMO_CONV = {
+    "blocks": IntDistribution(low=1, high=3),
+    "first_filters": CategoricalDistribution(choices=(8, 16)),
+    "later_filters": CategoricalDistribution(choices=(16, 32)),
+    "lstm_units": IntDistribution(low=16, high=32, step=8),
+    "lr": CategoricalDistribution(choices=(1e-2, 3e-3, 1e-3)),
+}
+
+# name -> (description, sections)
+PRESETS: dict[str, tuple[str, HyperbandSections]] = {
+    "cnn2d-lstm-hyperband": (
+        "As published: Hyperband (eta 3, up to 27 epochs, 27 configurations per fold) over the CNN2D-LSTM space "
+        "on 128 x 251 log-mel maps",
+        HyperbandSections(),
+    ),
+    "cnn-families-demo": (
+        "A CPU-sized Hyperband over four families (CNN2D-LSTM, CNN1D-LSTM, fused, LSTM-CNN) with narrow convs "
+        "on 20 MFCC + 32 mel rows of 3 s: 9 configurations of up to 9 epochs per fold, in minutes",
+        HyperbandSections(
+            space=HyperbandSpace(
+                families=("cnn2d-lstm", "cnn1d-lstm", "cnn-lstm-fused", "lstm-cnn"),
+                params={f: _DEMO_CONV for f in ("cnn2d-lstm", "cnn1d-lstm", "cnn-lstm-fused", "lstm-cnn")},
+                fixed={"cnn-lstm-fused": {"split_rows": 20}},
+            ),
+            features=_DEMO_FEATURES,
+            options=HyperbandOptions(n_trials=9, max_epochs=9),
+        ),
+    ),
+}
