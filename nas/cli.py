@@ -74,7 +74,9 @@ def add_spec_arguments(parser: argparse.ArgumentParser, *, required: bool, data_
         "--preset", default=None, help="search-space preset (see `sernas presets`; default: the strategy's first)"
     )
     parser.add_argument(
-        "--strategy", default=None, help="darts or tpe-asha; refuses a preset of another strategy (default: darts)"
+        "--strategy",
+        default=None,
+        help="darts, tpe-asha or hyperband; refuses a preset of another strategy (default: darts)",
     )
     parser.add_argument("--classes", type=csv_list, help="comma-separated labels to keep, e.g. calm,angry")
     parser.add_argument("--speakers", type=csv_list, help="comma-separated speakers to keep")

@@ -64,8 +64,10 @@ class HyperbandSpace(BaseModel):
 class HyperbandOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    scheduler: Literal["hyperband", "async-hyperband"] = Field(
-        "hyperband", description="hyperband: synchronous brackets (Li et al., 2018); async-hyperband: ASHA brackets"
+    scheduler: Literal["hyperband", "async-hyperband", "fifo"] = Field(
+        "hyperband",
+        description="hyperband: synchronous brackets (Li et al., 2018); async-hyperband: ASHA brackets; "
+        "fifo: no early stopping, every configuration trains max_epochs (plain random or TPE search)",
     )
     sampler: Literal["random", "tpe"] = Field("random", description="random (as published) or Optuna's TPE")
     n_trials: int = Field(27, ge=1, description="configurations tried per fold")

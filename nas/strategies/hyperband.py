@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from ray.tune import Callback
 
 from nas.data.folds import Fold
 from nas.dataset import PreparedData
-from nas.errors import SearchCancelled, SernasError
+from nas.errors import ResourceError, SearchCancelled, SernasError
 from nas.genome import Genome
 from nas.reporting import TrialState
 from nas.spec import HyperbandSearch
@@ -56,6 +57,21 @@ def experiment_dir(workdir: Path, fold: int) -> Path:
 class HyperbandStrategy(SearchStrategy):
     name: ClassVar[str] = "hyperband"
     spec_type: ClassVar[type[HyperbandSearch]] = HyperbandSearch
+
+    def preflight(self, spec: HyperbandSearch, n_classes: int, device: str) -> None:
+        """Refuse trials that no node of the Ray cluster can hold: Tune would keep them pending forever."""
+        import ray
+
+        _connect_ray()
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        wants = {"CPU": spec.options.trial_cpus, "GPU": spec.gpus}
+        if not any(all(node.get(k, 0) >= v for k, v in wants.items()) for node in nodes):
+            largest = {k: max((node.get(k, 0) for node in nodes), default=0) for k in wants}
+            raise ResourceError(
+                f"each trial asks for {wants['CPU']:g} CPU and {wants['GPU']:g} GPU (options.trial_cpus, gpus), "
+                f"but no Ray node has that much (the largest offer {largest['CPU']:g} CPU, {largest['GPU']:g} GPU): "
+                "lower options.trial_cpus or gpus, or add a node that has them"
+            )
 
     def run(self, ctx: SearchContext) -> SearchResult:
         _connect_ray()
@@ -98,15 +114,15 @@ def split_config(spec: HyperbandSearch, config: dict[str, Any]) -> tuple[str, di
     """(family, its hyperparameters) of a configuration.
 
     With one family a configuration is that family's hyperparameters. With several, `family` is a
-    choice and each family's hyperparameters are named `<family>/<name>`: random search draws them
-    all (only the chosen family's are used), TPE draws only the chosen family's.
+    choice and each family's hyperparameters sit under its name (`{"family": "lstm-cnn", "lstm-cnn":
+    {...}}`; Tune nests Optuna's `lstm-cnn/blocks` so): random search draws every family's (only the
+    chosen family's are used), TPE draws only the chosen family's.
     """
     families = spec.space.families
     if len(families) == 1:
         return families[0], dict(config)
     family = config[FAMILY]
-    prefix = f"{family}/"
-    return family, {k.removeprefix(prefix): v for k, v in config.items() if k.startswith(prefix)}
+    return family, dict(config[family])
 
 
 def _param_space(spec: HyperbandSearch) -> dict[str, Any]:
@@ -116,25 +132,24 @@ def _param_space(spec: HyperbandSearch) -> dict[str, Any]:
     families = spec.space.families
     if len(families) == 1:
         return to_tune(spec.space.distributions(families[0]))
-    space: dict[str, Any] = {FAMILY: tune.choice(list(families))}
-    for family in families:
-        space |= {f"{family}/{k}": v for k, v in to_tune(spec.space.distributions(family)).items()}
-    return space
+    return {FAMILY: tune.choice(list(families))} | {f: to_tune(spec.space.distributions(f)) for f in families}
 
 
-def _define_by_run(spec: HyperbandSearch) -> Any:
-    """Optuna's define-by-run space for TPE: the family first, then only its hyperparameters."""
+@dataclass(frozen=True)
+class _DefineByRun:
+    """Optuna's define-by-run space for TPE: the family first, then only its hyperparameters.
 
-    def space(trial: Any) -> None:
-        families = spec.space.families
+    A class, not a closure: Tune pickles its searcher with every experiment snapshot."""
+
+    spec: HyperbandSearch
+
+    def __call__(self, trial: Any) -> None:
+        families = self.spec.space.families
         if len(families) == 1:
-            suggest(trial, spec.space.distributions(families[0]))
+            suggest(trial, self.spec.space.distributions(families[0]))
             return
         family = trial.suggest_categorical(FAMILY, list(families))
-        prefixed = {f"{family}/{k}": v for k, v in spec.space.distributions(family).items()}
-        suggest(trial, prefixed)
-
-    return space
+        suggest(trial, {f"{family}/{k}": v for k, v in self.spec.space.distributions(family).items()})
 
 
 def _tune(ctx: SearchContext, job: TrialJob) -> Any:
@@ -154,6 +169,7 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
     # otherwise come back with trials that Tune re-creates under new ids, which our records would hold twice.
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"  # that is intended
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose 0: no tables on stdout; our Reporter logs trials
     try:
         if tune.Tuner.can_restore(path):
             ctx.reporter.log(f"fold {fold}: resuming the Tune experiment in {path}")
@@ -200,9 +216,11 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
 
 
 def _scheduler(spec: HyperbandSearch) -> Any:
-    from ray.tune.schedulers import AsyncHyperBandScheduler, HyperBandScheduler
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBandScheduler
 
     options = spec.options
+    if options.scheduler == "fifo":
+        return FIFOScheduler()
     if options.scheduler == "hyperband":
         return HyperBandScheduler(
             time_attr="training_iteration", max_t=options.max_epochs, reduction_factor=options.reduction_factor
@@ -221,11 +239,15 @@ def _searcher(spec: HyperbandSearch, metric: str, fold: int) -> Any:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         return BasicVariantGenerator(random_state=seed)
+    import warnings
+
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # grouped TPE
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-    return OptunaSearch(space=_define_by_run(spec), metric=metric, mode="max", sampler=sampler)
+    return OptunaSearch(space=_DefineByRun(spec), metric=metric, mode="max", sampler=sampler)
 
 
 def _connect_ray() -> None:
@@ -276,7 +298,10 @@ def train_trial(config: dict[str, Any], job: TrialJob) -> None:
         report = Path(tempfile.mkdtemp(prefix="sernas-report-"))
         shutil.copyfile(local / _CHECKPOINT, report / _CHECKPOINT)
         (report / _EPOCHS).write_text(json.dumps({"epochs": epoch}))
-        tune.report({**entry, **cost, "epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(report))
+        # `epoch` shows a resumed trial went on (not restarted); `finished_at` (Tune's own stamps are whole
+        # seconds) shows which trials trained at the same time.
+        extra = {"epoch": epoch, "finished_at": time.time()}
+        tune.report({**entry, **cost, **extra}, checkpoint=tune.Checkpoint.from_directory(report))
         shutil.rmtree(report, ignore_errors=True)
 
     # One seed per configuration, the same after every pause and resume.

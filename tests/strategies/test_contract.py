@@ -30,6 +30,7 @@ CANNOT_RUN = {
         ConfigError,
         "SERNAS_SSL_DIR",
     ),
+    "hyperband": ({"options.trial_cpus": 512}, ResourceError, "options.trial_cpus"),
 }
 
 

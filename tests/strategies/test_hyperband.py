@@ -1,0 +1,167 @@
+"""hyperband end to end on real RAVDESS audio: a CLI search whose trials stop at Hyperband's rungs, run two
+at a time and resume paused trials from their checkpoints; export and prediction on held-out actors; TPE
+over several families; a killed run resumed by Tuner.restore; bad input refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nas.bundle import predict_files
+from nas.cli import main
+from nas.reporting import InMemoryReporter, TrialState
+from nas.runner import run_search
+from nas.strategies.hyperband import experiment_dir
+from tests.strategies.conftest import CLASSES, TINY, held_out_files, tiny_spec
+
+# TINY's Hyperband: 9 configurations, up to 9 epochs, eta 3: rungs at 1, 3 and 9 epochs.
+RUNGS = {1, 3, 9}
+
+
+def _cli_args(corpus: Path, out: Path, cache: Path) -> list[str]:
+    preset, overrides = TINY["hyperband"]
+    args = ["search", "--strategy", "hyperband", "--preset", preset, "--corpus", "ravdess", "--data", str(corpus)]
+    args += ["--classes", ",".join(CLASSES.values()), "--folds", "4", "--only-folds", "0", "--device", "cpu"]
+    args += ["--out", str(out), "--cache-dir", str(cache), "--no-progress"]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    return args
+
+
+def _tune_rows(out: Path) -> dict[str, list[dict]]:
+    """Tune trial id -> the results Tune recorded for it, in order (its `result.json` lines)."""
+    rows = {}
+    for result in sorted(experiment_dir(out, 0).glob("*/result.json")):
+        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if lines:
+            rows[lines[0]["trial_id"]] = lines
+    return rows
+
+
+@pytest.fixture(scope="module")
+def cli_run(small_corpus, feature_cache, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hyperband-cli") / "run"
+    assert main(_cli_args(small_corpus, out, feature_cache)) == 0
+    return out
+
+
+def test_trials_stop_at_the_brackets_rungs(cli_run):
+    rows = _tune_rows(cli_run)
+    assert len(rows) == 9, "every configuration became a Tune trial"
+    epochs = {trial: len(r) for trial, r in rows.items()}
+    assert set(epochs.values()) <= RUNGS, f"trials ran {sorted(epochs.values())} epochs, not Hyperband's rungs"
+    assert min(epochs.values()) < 9, "the scheduler stopped no trial early"
+    assert max(epochs.values()) == 9, "no trial reached max_epochs"
+    for r in rows.values():
+        assert [row["training_iteration"] for row in r] == list(range(1, len(r) + 1))
+
+
+def test_paused_trials_go_on_from_their_checkpoint(cli_run):
+    resumed = 0
+    for r in _tune_rows(cli_run).values():
+        assert [row["epoch"] for row in r] == [row["training_iteration"] for row in r], "a trial restarted"
+        resumed += len({row["pid"] for row in r}) > 1  # paused at a rung, later run on in a new actor
+    assert resumed >= 1, "no trial was paused and resumed"
+
+
+def test_two_trials_train_at_the_same_time(cli_run):
+    epochs = [
+        (row["finished_at"] - row["time_this_iter_s"], row["finished_at"], trial)
+        for trial, r in _tune_rows(cli_run).items()
+        for row in r
+    ]
+    overlapping = any(
+        a_trial != b_trial and a_start < b_end and b_start < a_end
+        for a_start, a_end, a_trial in epochs
+        for b_start, b_end, b_trial in epochs
+    )
+    assert overlapping, "no two trials trained at once on 2 CPUs"
+
+
+def test_cli_search_exports_and_predicts_held_out_actors(cli_run, ravdess_root, tmp_path):
+    genome = json.loads((cli_run / "genome.json").read_text())
+    assert genome["architecture"]["family"] in ("cnn2d-lstm", "cnn1d-lstm", "cnn-lstm-fused", "lstm-cnn")
+    assert genome["training"]["epochs"] == 9 and genome["input"]["layout"] == "map"
+    bundle = tmp_path / "model.zip"
+    assert main(["export", str(cli_run), "--to", str(bundle)]) == 0
+    metrics = json.loads((cli_run / "metrics.json").read_text())
+    held_out = held_out_files(ravdess_root, set(metrics["test_speakers"]))
+    assert len(held_out) == 32
+    predictions = predict_files(bundle, held_out)
+    correct = sum(p.label == CLASSES[p.path.name.split("-")[2]] for p in predictions)
+    assert correct / len(held_out) >= 0.7, f"only {correct}/32 held-out files right (chance 16)"
+
+
+def test_tpe_over_several_families_with_asynchronous_brackets(small_corpus, feature_cache, tmp_path):
+    overrides = {"options.sampler": "tpe", "options.scheduler": "async-hyperband", "options.n_trials": 4}
+    spec = tiny_spec("hyperband", small_corpus, **overrides, **{"options.max_epochs": 3})
+    reporter = InMemoryReporter()
+    run_search(spec, tmp_path / "run", cache_dir=feature_cache, reporter=reporter, progress=False)
+    search = [t for t in reporter.trials.values() if t.stage == "search"]
+    assert len(search) == 4 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in search)
+    for trial in search:
+        family = trial.params["family"]
+        assert family in spec.space.families
+        assert set(trial.params) - {"family"} == set(spec.space.distributions(family)), "only its family's"
+        assert trial.steps and trial.metrics["params"] > 0 and trial.metrics["latency_ms_p50"] > 0
+
+
+def test_a_killed_run_resumes_without_losing_or_repeating_a_trial(small_corpus, feature_cache, tmp_path):
+    out = tmp_path / "run"
+    sernas = Path(sys.executable).parent / "sernas"
+    # Its own session: the kill takes the search and the local Ray it started, as a dying worker would.
+    search = subprocess.Popen(
+        [str(sernas), *_cli_args(small_corpus, out, feature_cache)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    try:
+        while sum(len(r) for r in _tune_rows(out).values()) < 6:  # a few epochs in, mid-search
+            assert search.poll() is None, "the search ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial trained in time"
+            time.sleep(0.2)
+    finally:
+        os.killpg(search.pid, signal.SIGKILL)
+        search.wait()
+    before = _tune_rows(out)
+    assert not (out / "metrics.json").exists()
+
+    reporter = InMemoryReporter()
+    run_search(tiny_spec("hyperband", small_corpus), out, cache_dir=feature_cache, reporter=reporter, progress=False)
+
+    after = _tune_rows(out)
+    assert len(after) == 9 and set(before) <= set(after), "no Tune trial lost or re-created"
+    for trial, r in after.items():
+        iterations = [row["training_iteration"] for row in r]
+        assert iterations == list(range(1, len(r) + 1)), f"trial {trial} repeated or skipped an epoch"
+    ours = [t for t in reporter.trials.values() if t.stage == "search"]
+    assert sorted(t.key for t in ours) == sorted(f"fold-0/{trial}" for trial in after), "one trial of ours each"
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ours)
+    assert (out / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", 'space.families=["cnn9-lstm"]'], "cnn2d-lstm"),
+        (["--set", 'space.params={"lstm-cnn": {}}'], "lstm-cnn, which is not searched"),
+        (["--set", 'space.fixed={"cnn2d-lstm": {"units": 3}}'], "no hyperparameter units"),
+        (["--set", "features.layout=frames"], "(F, T) maps"),
+        (["--set", "options.scheduler=bohb"], "options.scheduler"),
+        (["--preset", "cnn-families-demo", "--set", 'space.fixed={"cnn-lstm-fused": {"split_rows": 60}}'], "split"),
+        (["--set", "options.grace_epochs=99"], "grace_epochs 99 exceeds max_epochs"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(argv, message, ravdess_root, tmp_path, capsys):
+    args = ["search", "--strategy", "hyperband", "--corpus", "ravdess", "--data", str(ravdess_root), *argv]
+    assert main([*args, "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
