@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import HyperBandScheduler
 
 from nas.data.folds import Fold
 from nas.dataset import PreparedData
@@ -47,6 +49,7 @@ TUNE_DIR = "tune"
 FAMILY = "family"  # the configuration entry naming the family when a space has several
 _CHECKPOINT = "trial.ckpt"  # the training loop's checkpoint inside a Tune checkpoint
 _EPOCHS = "epochs.json"  # how many epochs that checkpoint holds
+CANCEL_POLL_SECONDS = 1.0
 
 
 def experiment_dir(workdir: Path, fold: int) -> Path:
@@ -97,7 +100,7 @@ def _run_fold(ctx: SearchContext, fold: Fold, fold_dir: Path) -> FoldResult:
     )
     best = _tune(ctx, TrialJob(spec, ctx.data, plan))
     family, values = split_config(spec, best.config)
-    score = best.metrics[f"val_{spec.objective}"]
+    score = best.metrics_dataframe[f"val_{spec.objective}"].max()  # its best epoch, as Hyperband ranks it
     ctx.reporter.log(f"fold {fold.index}: best configuration {family} {values} (val {spec.objective} {score:.3f})")
     return retrain_and_test(ctx, plan, genome_of(spec, ctx.data.classes, best.config), fold_dir)
 
@@ -165,10 +168,10 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
     )
     sink_key = str(path.resolve())
     _SINKS[sink_key] = _Sink(ctx, job)
-    # Snapshot the experiment after every event, not every 10 s: a worker killed between snapshots would
-    # otherwise come back with trials that Tune re-creates under new ids, which our records would hold twice.
-    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
-    os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"  # that is intended
+    # Tune snapshots the experiment (what `Tuner.restore` reads) every 10 s or more by default; a search
+    # killed or cancelled in between comes back with older trial states and re-runs a few epochs. Every
+    # 2 s keeps that small at a cost Tune's own warning threshold (5 s between syncs) does not flag.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose 0: no tables on stdout; our Reporter logs trials
     try:
         if tune.Tuner.can_restore(path):
@@ -216,13 +219,13 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
 
 
 def _scheduler(spec: HyperbandSearch) -> Any:
-    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBandScheduler
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
     options = spec.options
     if options.scheduler == "fifo":
         return FIFOScheduler()
     if options.scheduler == "hyperband":
-        return HyperBandScheduler(
+        return ResumableHyperBand(
             time_attr="training_iteration", max_t=options.max_epochs, reduction_factor=options.reduction_factor
         )
     return AsyncHyperBandScheduler(
@@ -257,6 +260,59 @@ def _connect_ray() -> None:
     if not ray.is_initialized():
         # Trials' own output stays in Ray's session logs; our Reporter says what each trial did.
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+class ResumableHyperBand(HyperBandScheduler):
+    """Ray Tune's synchronous Hyperband, able to go on after `Tuner.restore`.
+
+    Tune saves no scheduler state: on restore it re-adds the experiment's trials in their original
+    order, so each lands in its original bracket, but every bracket starts afresh. Unmended, a bracket
+    then waits forever on trials that had already ended, and restored trials run past the rung they had
+    reached. Here a restored trial brings its progress into its bracket; trials that had ended leave
+    their brackets once every restored trial is placed; and a bracket whose live trials all stand at its
+    rung, with none running that could report it, is halved on the spot, as it would have been.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ended_before_restore: list[Trial] = []
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        bracket, _ = self._trial_info[trial]
+        if trial.status in (Trial.TERMINATED, Trial.ERROR):
+            # Not yet: a bracket with fewer live trials counts as unfilled and would take the next trial.
+            self._ended_before_restore.append(trial)
+        elif trial.last_result.get(self._time_attr):
+            bracket.update_trial_stats(trial, trial.last_result)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        for trial in self._ended_before_restore:
+            self._trial_info[trial][0].cleanup_trial(trial)
+        self._ended_before_restore.clear()
+        for band in self._hyperbands:
+            for bracket in sorted(filter(None, band), key=lambda b: b.completion_percentage()):
+                self._halve_if_waiting(tune_controller, bracket)
+                for trial in bracket.current_trials():
+                    ready = trial.status == Trial.PENDING or (
+                        trial.status == Trial.PAUSED and trial in bracket.trials_to_unpause
+                    )
+                    if ready and bracket.continue_trial(trial):  # a restored trial may stand at its rung
+                        return trial
+        return None
+
+    def _halve_if_waiting(self, tune_controller: Any, bracket: Any) -> None:
+        live = bracket.current_trials()
+        if not live or any(t.status == Trial.RUNNING for t in live) or not bracket.cur_iter_done():
+            return
+        if bracket.finished():  # every live trial reached max_epochs
+            for trial in live:
+                tune_controller.stop_trial(trial)
+            return
+        good, bad = bracket.successive_halving(self._metric, self._metric_op)
+        for trial in bad:
+            tune_controller.stop_trial(trial)
+        bracket.trials_to_unpause.update(t for t in good if t.status == Trial.PAUSED)
 
 
 # ---------------------------------------------------------------- one trial, in its Ray actor
@@ -331,18 +387,25 @@ class _Sink:
     ctx: SearchContext
     job: TrialJob
     ids: dict[str, int] = field(default_factory=dict)
+    cancel_checked: float = float("-inf")
 
     def trial_id(self, trial: Any) -> int:
         if trial.trial_id not in self.ids:
             family, values = split_config(self.job.spec, trial.config)
             params = {FAMILY: family, **values} if len(self.job.spec.space.families) > 1 else values
             self.ids[trial.trial_id] = self.ctx.reporter.start_trial(
-                f"fold-{self.job.plan.fold.index}/{trial.trial_id}",
+                trial_key(self.job.plan.fold.index, trial),
                 params,
                 fold=self.job.plan.fold.index,
                 stage="search",
             )
         return self.ids[trial.trial_id]
+
+
+def trial_key(fold: int, trial: Any) -> str:
+    """Our key of a Tune trial: its index in the experiment, which a trial Tune re-creates after a
+    restore from an older snapshot keeps (its random id does not)."""
+    return f"fold-{fold}/trial-{int(trial.experiment_tag.split('_', 1)[0])}"
 
 
 # Tune pickles its callbacks with the experiment (and unpickles them on restore): the callback carries
@@ -361,6 +424,11 @@ class _ReporterCallback(Callback):
         return _SINKS[self.sink_key]
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        # Tune steps many times a second; a cancel request is looked at once a second.
+        now = time.monotonic()
+        if now - self.sink.cancel_checked < CANCEL_POLL_SECONDS:
+            return
+        self.sink.cancel_checked = now
         if self.sink.ctx.is_cancelled():
             raise SearchCancelled("search cancelled; resume continues the Tune experiment")
 

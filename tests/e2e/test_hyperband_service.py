@@ -1,0 +1,81 @@
+"""hyperband through the service on this 2-CPU machine: submitted over REST, the search's own Ray task holds
+no CPU, so its Tune trials (one CPU each) run two at a time instead of waiting on it forever; every Tune
+trial appears in the trials table with its epochs and state, and the export predicts held-out actors."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import httpx
+import pytest
+
+from nas.bundle import predict_files
+from nas.strategies.hyperband import experiment_dir
+from tests.e2e import ACTORS, CLASSES, Server, event_messages
+from tests.strategies.conftest import held_out_files
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def server(tmp_path, db_url, ravdess_root):
+    running = Server(tmp_path, db_url, [ravdess_root])
+    yield running
+    running.stop()
+
+
+def test_hyperband_search_over_rest_with_tune_trials(server, ravdess_root, tmp_path, sessions):
+    server.start()
+    body = {
+        "name": "hyperband-e2e",
+        "strategy": "hyperband",
+        "preset": "cnn-families-demo",
+        "corpus": {
+            "name": "ravdess",
+            "root": str(ravdess_root),
+            "classes": sorted(CLASSES.values()),
+            "speakers": ACTORS,
+        },
+        "overrides": {"options.n_trials": 9, "options.max_epochs": 9},
+        "folds": {"n_folds": 4, "only": [0]},
+        "device": "cpu",
+    }
+    search_id = server.submit(body)
+    search = server.wait_for(search_id)
+    assert search["status"] == "completed", (search["error"], server.output())
+    assert search["strategy"] == "hyperband" and search["summary"]["ua_mean"] > 0.5
+
+    messages = event_messages(sessions, search_id)
+    assert any("0 GPU, 0 CPU" in m for m in messages), "the search's own task reserves no CPU"
+
+    trials = server.all_trials(search_id, limit=3)
+    keys = [t["key"] for t in trials]
+    assert len(keys) == len(set(keys)), f"duplicated trials: {keys}"
+    searched = [t for t in trials if t["stage"] == "search"]
+    assert len(searched) == 9 and all(t["state"] in ("complete", "pruned") for t in searched)
+    assert any(t["state"] == "pruned" for t in searched), "Hyperband stopped no trial early"
+    for trial in searched:
+        epochs = server.steps(trial["id"])
+        assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) in (1, 3, 9), (trial["key"], epochs)
+        assert trial["n_params"] > 0, "parameter count reported"
+
+    folder = tmp_path / "sernas" / "searches" / search_id
+    rows = [
+        json.loads(line)
+        for result in experiment_dir(folder, 0).glob("*/result.json")
+        for line in result.read_text().splitlines()
+    ]
+    spans = [(r["finished_at"] - r["time_this_iter_s"], r["finished_at"], r["trial_id"]) for r in rows]
+    assert any(a[2] != b[2] and a[0] < b[1] and b[0] < a[1] for a in spans for b in spans), "never 2 trials at once"
+
+    (retrain,) = [t for t in trials if t["stage"] == "retrain"]
+    response = httpx.get(f"{server.url}/searches/{search_id}/export", timeout=60)
+    assert response.status_code == 200
+    bundle = tmp_path / "model.zip"
+    bundle.write_bytes(response.content)
+    assert "genome.json" in zipfile.ZipFile(bundle).namelist()
+    held_out = held_out_files(ravdess_root, set(retrain["metrics"]["test_speakers"]))
+    predictions = predict_files(bundle, held_out)
+    correct = sum(p.label == CLASSES[p.path.name.split("-")[2]] for p in predictions)
+    assert correct / len(held_out) >= 0.65, f"{correct}/{len(held_out)} held-out files right"
