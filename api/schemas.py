@@ -69,7 +69,7 @@ class SearchCreate(BaseModel):
         None,
         max_length=100,
         pattern=NO_NUL,
-        description="darts (default) or tpe-asha; the preset must be for this strategy",
+        description="darts (default), tpe-asha or hyperband; the preset must be for this strategy",
     )
     corpus: CorpusSpec | None = Field(
         None, description="the corpus; a relative `root` is looked up under the server's data roots"
@@ -81,7 +81,9 @@ class SearchCreate(BaseModel):
     folds: FoldSpec | None = None
     seed: int = Field(0, ge=0, lt=2**32)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    gpus: float = Field(0, ge=0, le=1024, description="GPUs reserved for the search (tpe-asha: for each trial)")
+    gpus: float = Field(
+        0, ge=0, le=1024, description="GPUs reserved for the search (tpe-asha, hyperband: for each trial)"
+    )
     idempotency_key: str | None = Field(
         None,
         min_length=1,

@@ -75,8 +75,11 @@ def test_overrides_apply_and_bad_ones_name_the_field():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(UnknownNameError, match="choose one of: bigru-distilhubert, bigru-mfcc-demo, emodarts, "):
+    with pytest.raises(
+        UnknownNameError,
+        match="choose one of: bigru-distilhubert, bigru-mfcc-demo, cnn-families-demo, cnn2d-lstm-hyperband, emodarts, ",
+    ):
         get_preset("emodart")
-    with pytest.raises(UnknownNameError, match="unknown strategy 'random'; choose one of: darts, tpe-asha"):
+    with pytest.raises(UnknownNameError, match="unknown strategy 'random'; choose one of: darts, hyperband, tpe-asha"):
         get_strategy("random")
-    assert {"darts", "tpe-asha"} <= set(strategy_names())
+    assert set(strategy_names()) == {"darts", "tpe-asha", "hyperband"}

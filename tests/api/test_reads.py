@@ -161,7 +161,7 @@ def test_search_spaces_serve_every_preset_with_its_schema(client):
 
     catalog = client.get("/search-spaces").json()
     strategies = {s["name"]: s for s in catalog["strategies"]}
-    assert list(strategies) == ["darts", "tpe-asha"]
+    assert list(strategies) == ["darts", "hyperband", "tpe-asha"]
     presets = [p for s in catalog["strategies"] for p in s["presets"]]
     assert sorted(p["name"] for p in presets) == sorted(PRESETS)
     for strategy in catalog["strategies"]:
@@ -182,6 +182,12 @@ def test_search_spaces_serve_every_preset_with_its_schema(client):
     assert bigru["defaults"]["space"]["family"] == "bigru-head" and bigru["defaults"]["features"]["layout"] == "frames"
     assert {"n_trials", "min_resource", "reduction_factor"} <= bigru["json_schema"]["options"]["properties"].keys()
     assert "params" in bigru["json_schema"]["space"]["properties"]
+
+    families = next(p for p in strategies["hyperband"]["presets"] if p["name"] == "cnn-families-demo")
+    assert families["defaults"]["space"]["families"] == ["cnn2d-lstm", "cnn1d-lstm", "cnn-lstm-fused", "lstm-cnn"]
+    assert {"scheduler", "sampler", "max_epochs", "reduction_factor"} <= families["json_schema"]["options"][
+        "properties"
+    ].keys()
 
 
 def test_datasets_list_readers_and_root_contents(client, ravdess_root, tmp_path):

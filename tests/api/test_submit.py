@@ -125,7 +125,7 @@ def test_unknown_names_list_the_valid_ones(client, ravdess_root):
     assert "emodarts-demo" in preset["message"] and ["body", "preset"] in field_locs(preset)
 
     strategy = assert_error(client.post("/searches", json=search_body(ravdess_root, strategy="random")), 422)
-    assert strategy["valid"] == ["darts", "tpe-asha"] and "darts" in strategy["message"]
+    assert strategy["valid"] == ["darts", "hyperband", "tpe-asha"] and "darts" in strategy["message"]
 
     mismatch = assert_error(client.post("/searches", json=search_body(ravdess_root, strategy="tpe-asha")), 422)
     assert mismatch["type"] == "invalid_config" and "bigru-mfcc-demo" in mismatch["valid"]

@@ -217,6 +217,28 @@ def test_a_tpe_asha_search_holds_no_gpu_itself_its_trials_do(db_url, sessions, t
     assert seen == [0]
 
 
+def test_a_hyperband_search_holds_neither_cpu_nor_gpu_itself_its_tune_trials_do(db_url, sessions, tmp_path):
+    from pathlib import Path
+
+    from nas.spec import CorpusSpec, HyperbandSearch
+
+    spec = HyperbandSearch(corpus=CorpusSpec(name="ravdess", root=Path("/data/ravdess")), device="cuda", gpus=1)
+    repo.create_search(sessions, spec.model_dump(mode="json"), "hyperband", "hyperband")
+    seen = []
+
+    class TwoCpus(ThreadBackend):
+        def cpus_per_search(self, gpus, max_running):
+            return 2  # the whole of a 2-CPU machine
+
+        def submit(self, search_id, config, gpus, cpus, search_fn):
+            seen.append((gpus, cpus, config.threads))
+            return 1
+
+    Dispatcher(_settings(db_url, tmp_path), sessions, backend=TwoCpus()).poll_once()
+    # A driver holding both CPUs would leave every 1-CPU Tune trial pending forever.
+    assert seen == [(0, 0, 1)]
+
+
 @pytest.mark.parametrize("poll", [0.05])
 def test_stop_returns_promptly_and_leaves_running_searches_to_their_lease(db_url, sessions, tmp_path, poll):
     (search_id,) = _submit(sessions, 1, epochs=1000)
