@@ -161,7 +161,7 @@ def test_search_spaces_serve_every_preset_with_its_schema(client):
 
     catalog = client.get("/search-spaces").json()
     strategies = {s["name"]: s for s in catalog["strategies"]}
-    assert list(strategies) == ["darts", "hyperband", "tpe-asha"]
+    assert list(strategies) == ["darts", "tpe-asha", "hyperband"]
     presets = [p for s in catalog["strategies"] for p in s["presets"]]
     assert sorted(p["name"] for p in presets) == sorted(PRESETS)
     for strategy in catalog["strategies"]:
