@@ -161,12 +161,12 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
 
     spec, options = job.spec, job.spec.options
     fold = job.plan.fold.index
-    path = experiment_dir(ctx.workdir, fold)
+    path = experiment_dir(ctx.workdir, fold).resolve()  # Tune reads a relative path as a URI without a scheme
     metric = f"val_{spec.objective}"
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, job=job), {"cpu": options.trial_cpus, "gpu": spec.gpus}
     )
-    sink_key = str(path.resolve())
+    sink_key = str(path)
     _SINKS[sink_key] = _Sink(ctx, job)
     # Tune snapshots the experiment (what `Tuner.restore` reads) every 10 s or more by default; a search
     # killed or cancelled in between comes back with older trial states and re-runs a few epochs. Every
@@ -191,7 +191,7 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
                 ),
                 run_config=tune.RunConfig(
                     name=path.name,
-                    storage_path=str(path.parent.resolve()),
+                    storage_path=str(path.parent),
                     callbacks=[_ReporterCallback(sink_key)],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=0),
