@@ -48,7 +48,12 @@ def _tune_rows(out: Path) -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def cli_run(small_corpus, feature_cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hyperband-cli") / "run"
-    assert main(_cli_args(small_corpus, out, feature_cache)) == 0
+    cwd = Path.cwd()
+    os.chdir(out.parent)  # a relative --out, as users write it (Tune itself needs absolute paths)
+    try:
+        assert main(_cli_args(small_corpus, Path("run"), feature_cache)) == 0
+    finally:
+        os.chdir(cwd)
     return out
 
 
