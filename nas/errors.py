@@ -29,7 +29,8 @@ class GenomeError(SernasError, ValueError):
 
 
 class ResourceError(SernasError):
-    """A search will not fit in the available memory; the message suggests a smaller setting."""
+    """A search will not fit in the available memory or on any node's CPUs / GPUs; the message suggests a
+    smaller setting."""
 
 
 class SearchCancelled(SernasError):

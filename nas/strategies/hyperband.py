@@ -334,7 +334,8 @@ def train_trial(config: dict[str, Any], job: TrialJob) -> None:
 
     spec, plan, data = job.spec, job.plan, job.data
     torch.set_num_threads(max(1, int(spec.options.trial_cpus)))
-    device = "cuda" if spec.gpus > 0 and torch.cuda.is_available() else "cpu"
+    # The GPU Ray assigned this trial (CUDA_VISIBLE_DEVICES), unless the search asked for the CPU.
+    device = "cuda" if spec.device != "cpu" and spec.gpus > 0 and torch.cuda.is_available() else "cpu"
     genome = genome_of(spec, data.classes, config)
     model = build(genome)
     model.set_scaler(plan.mean, plan.std)
