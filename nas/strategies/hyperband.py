@@ -41,7 +41,7 @@ from nas.genome import Genome
 from nas.reporting import TrialState
 from nas.spec import HyperbandSearch
 from nas.strategies.base import FoldResult, SearchContext, SearchResult, SearchStrategy
-from nas.strategies.protocol import FoldPlan, holdout_speakers, plan_fold, retrain_and_test, run_folds
+from nas.strategies.protocol import FoldPlan, plan_holdout_fold, retrain_and_test, run_folds
 from search_spaces.distributions import suggest, to_tune
 from search_spaces.families import realise
 
@@ -92,12 +92,7 @@ class TrialJob:
 
 def _run_fold(ctx: SearchContext, fold: Fold, fold_dir: Path) -> FoldResult:
     spec: HyperbandSearch = ctx.spec
-    train, validation = holdout_speakers(ctx.data, fold, spec.options.validation_fraction, spec.seed + fold.index)
-    plan = plan_fold(spec, ctx.data, fold, train, validation)
-    ctx.reporter.log(
-        f"fold {fold.index}: {len(train)} training and {len(validation)} validation utterances "
-        f"(validation speakers {', '.join(sorted({ctx.data.utterances[i].speaker for i in validation}))})"
-    )
+    plan = plan_holdout_fold(ctx, fold, spec.options.validation_fraction)
     best = _tune(ctx, TrialJob(spec, ctx.data, plan))
     family, values = split_config(spec, best.config)
     score = best.metrics_dataframe[f"val_{spec.objective}"].max()  # its best epoch, as Hyperband ranks it

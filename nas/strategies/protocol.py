@@ -93,6 +93,17 @@ def holdout_speakers(data: PreparedData, fold: Fold, fraction: float, seed: int)
     return pool[~is_validation], pool[is_validation]
 
 
+def plan_holdout_fold(ctx: SearchContext, fold: Fold, fraction: float) -> FoldPlan:
+    """The plan of a fold whose trials train on its training speakers minus a speaker-disjoint validation
+    group (`fraction` of them, see `holdout_speakers`) and are judged on that group only."""
+    train, validation = holdout_speakers(ctx.data, fold, fraction, ctx.spec.seed + fold.index)
+    ctx.reporter.log(
+        f"fold {fold.index}: {len(train)} training and {len(validation)} validation utterances "
+        f"(validation speakers {', '.join(sorted({ctx.data.utterances[i].speaker for i in validation}))})"
+    )
+    return plan_fold(ctx.spec, ctx.data, fold, train, validation)
+
+
 def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_dir: Path) -> FoldResult:
     """Train a genome by its recipe on the plan's rows (early stopping on validation), then test it once."""
     from nas.models import build

@@ -31,7 +31,7 @@ from nas.genome import Genome
 from nas.reporting import Reporter, TrialState
 from nas.spec import TpeAshaSearch
 from nas.strategies.base import FoldResult, SearchContext, SearchResult, SearchStrategy
-from nas.strategies.protocol import FoldPlan, holdout_speakers, plan_fold, retrain_and_test, run_folds
+from nas.strategies.protocol import FoldPlan, plan_holdout_fold, retrain_and_test, run_folds
 from search_spaces.distributions import suggest
 from search_spaces.families import realise
 
@@ -77,12 +77,7 @@ class TrialJob:
 
 def _run_fold(ctx: SearchContext, fold: Fold, fold_dir: Path) -> FoldResult:
     spec: TpeAshaSearch = ctx.spec
-    train, validation = holdout_speakers(ctx.data, fold, spec.options.validation_fraction, spec.seed + fold.index)
-    plan = plan_fold(spec, ctx.data, fold, train, validation)
-    ctx.reporter.log(
-        f"fold {fold.index}: {len(train)} training and {len(validation)} validation utterances "
-        f"(validation speakers {', '.join(sorted({ctx.data.utterances[i].speaker for i in validation}))})"
-    )
+    plan = plan_holdout_fold(ctx, fold, spec.options.validation_fraction)
     job = TrialJob(spec, ctx.data, plan, f"fold-{fold.index}", study_url(ctx.workdir), ctx.device)
     study = _study(job)
     _search(ctx, job, study)

@@ -12,17 +12,10 @@ import pytest
 
 from nas.bundle import predict_files
 from nas.strategies.hyperband import experiment_dir
-from tests.e2e import ACTORS, CLASSES, Server, event_messages
+from tests.e2e import ACTORS, CLASSES, event_messages
 from tests.strategies.conftest import held_out_files
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def server(tmp_path, db_url, ravdess_root):
-    running = Server(tmp_path, db_url, [ravdess_root])
-    yield running
-    running.stop()
 
 
 def test_hyperband_search_over_rest_with_tune_trials(server, ravdess_root, tmp_path, sessions):

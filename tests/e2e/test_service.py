@@ -34,13 +34,6 @@ pytestmark = pytest.mark.slow
 SEARCH_KEY, RETRAIN_KEY = "fold-0/search", "fold-0/retrain/emodarts"
 
 
-@pytest.fixture
-def server(tmp_path, db_url, ravdess_root):
-    running = Server(tmp_path, db_url, [ravdess_root])
-    yield running
-    running.stop()
-
-
 def _trial(server: Server, search_id: str, key: str) -> dict | None:
     return next((t for t in server.all_trials(search_id, limit=50) if t["key"] == key), None)
 

@@ -9,17 +9,10 @@ import httpx
 import pytest
 
 from nas.bundle import predict_files
-from tests.e2e import ACTORS, CLASSES, Server, event_messages
+from tests.e2e import ACTORS, CLASSES, event_messages
 from tests.strategies.conftest import held_out_files
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def server(tmp_path, db_url, ravdess_root):
-    running = Server(tmp_path, db_url, [ravdess_root])
-    yield running
-    running.stop()
 
 
 def test_tpe_asha_search_over_rest_with_ray_trials(server, ravdess_root, tmp_path, sessions):

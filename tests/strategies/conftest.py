@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,17 @@ def tiny_spec(strategy: str, corpus_root: Path, **overrides: object) -> SpecBase
     preset, tiny = TINY[strategy]
     corpus = CorpusSpec(name="ravdess", root=corpus_root, classes=tuple(CLASSES.values()))
     return spec_from_preset(preset, corpus, tiny | overrides, folds=FoldSpec(n_folds=4, only=(0,)), device="cpu")
+
+
+def cli_args(strategy: str, corpus: Path, out: Path, cache: Path) -> list[str]:
+    """`sernas search` arguments of the strategy's tiny spec (fold 0 of 4, CPU, no progress bars)."""
+    preset, overrides = TINY[strategy]
+    args = ["search", "--strategy", strategy, "--preset", preset, "--corpus", "ravdess", "--data", str(corpus)]
+    args += ["--classes", ",".join(CLASSES.values()), "--folds", "4", "--only-folds", "0", "--device", "cpu"]
+    args += ["--out", str(out), "--cache-dir", str(cache), "--no-progress"]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    return args
 
 
 def held_out_files(ravdess_root: Path, speakers: set[str]) -> list[Path]:

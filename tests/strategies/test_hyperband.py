@@ -19,20 +19,10 @@ from nas.cli import main
 from nas.reporting import InMemoryReporter, TrialState
 from nas.runner import run_search
 from nas.strategies.hyperband import experiment_dir
-from tests.strategies.conftest import CLASSES, TINY, held_out_files, tiny_spec
+from tests.strategies.conftest import CLASSES, cli_args, held_out_files, tiny_spec
 
 # TINY's Hyperband: 9 configurations, up to 9 epochs, eta 3: rungs at 1, 3 and 9 epochs.
 RUNGS = {1, 3, 9}
-
-
-def _cli_args(corpus: Path, out: Path, cache: Path) -> list[str]:
-    preset, overrides = TINY["hyperband"]
-    args = ["search", "--strategy", "hyperband", "--preset", preset, "--corpus", "ravdess", "--data", str(corpus)]
-    args += ["--classes", ",".join(CLASSES.values()), "--folds", "4", "--only-folds", "0", "--device", "cpu"]
-    args += ["--out", str(out), "--cache-dir", str(cache), "--no-progress"]
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={json.dumps(value)}"]
-    return args
 
 
 def _tune_rows(out: Path) -> dict[str, list[dict]]:
@@ -51,7 +41,7 @@ def cli_run(small_corpus, feature_cache, tmp_path_factory) -> Path:
     cwd = Path.cwd()
     os.chdir(out.parent)  # a relative --out, as users write it (Tune itself needs absolute paths)
     try:
-        assert main(_cli_args(small_corpus, Path("run"), feature_cache)) == 0
+        assert main(cli_args("hyperband", small_corpus, Path("run"), feature_cache)) == 0
     finally:
         os.chdir(cwd)
     return out
@@ -123,7 +113,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_a_trial(small_corpus, 
     sernas = Path(sys.executable).parent / "sernas"
     # Its own session: the kill takes the search and the local Ray it started, as a dying worker would.
     search = subprocess.Popen(
-        [str(sernas), *_cli_args(small_corpus, out, feature_cache)],
+        [str(sernas), *cli_args("hyperband", small_corpus, out, feature_cache)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -22,23 +22,13 @@ from nas.cli import main
 from nas.reporting import InMemoryReporter, TrialState
 from nas.runner import run_search
 from nas.strategies import tpe_asha
-from tests.strategies.conftest import CLASSES, TINY, held_out_files, tiny_spec
-
-
-def _cli_args(corpus: Path, out: Path, cache: Path) -> list[str]:
-    preset, overrides = TINY["tpe-asha"]
-    args = ["search", "--strategy", "tpe-asha", "--preset", preset, "--corpus", "ravdess", "--data", str(corpus)]
-    args += ["--classes", ",".join(CLASSES.values()), "--folds", "4", "--only-folds", "0", "--device", "cpu"]
-    args += ["--out", str(out), "--cache-dir", str(cache), "--no-progress"]
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={json.dumps(value)}"]
-    return args
+from tests.strategies.conftest import CLASSES, cli_args, held_out_files, tiny_spec
 
 
 @pytest.fixture(scope="module")
 def cli_run(small_corpus, feature_cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tpe-cli") / "run"
-    assert main(_cli_args(small_corpus, out, feature_cache)) == 0
+    assert main(cli_args("tpe-asha", small_corpus, out, feature_cache)) == 0
     return out
 
 
@@ -123,7 +113,7 @@ def test_a_killed_run_resumes_its_study_and_retries_the_stale_trial(small_corpus
     out = tmp_path / "run"
     study_db = out / tpe_asha.STUDY_FILE
     search = subprocess.Popen(
-        [_venv_tool("sernas"), *_cli_args(small_corpus, out, feature_cache)],
+        [_venv_tool("sernas"), *cli_args("tpe-asha", small_corpus, out, feature_cache)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
