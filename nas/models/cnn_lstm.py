@@ -85,29 +85,21 @@ class Cnn1dLstmEncoder(nn.Module):
         return h_n[-1]  # (B, H)
 
 
-class Cnn2dLstm(nn.Module):
-    """(B, 1, F, T) map -> (B, n_classes) logits."""
+class CnnLstm(nn.Module):
+    """(B, 1, F, T) map -> (B, n_classes) logits: a CNN2D-LSTM or CNN1D-LSTM encoder's final state,
+    dropout, a linear classifier."""
 
-    def __init__(self, arch: Cnn2dLstmArchitecture, input_shape: tuple[int, int, int], n_classes: int) -> None:
+    def __init__(
+        self, arch: Cnn2dLstmArchitecture | Cnn1dLstmArchitecture, input_shape: tuple[int, int, int], n_classes: int
+    ) -> None:
         super().__init__()
         f, _ = _check_input_shape(input_shape)
         self.input_shape = input_shape
-        self.encoder = Cnn2dLstmEncoder(arch, f, arch.lstm_units)
-        self.dropout = nn.Dropout(arch.dropout)
-        self.classifier = nn.Linear(arch.lstm_units, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.encoder(x)))  # (B, H) -> (B, n_classes)
-
-
-class Cnn1dLstm(nn.Module):
-    """(B, 1, F, T) map -> (B, n_classes) logits."""
-
-    def __init__(self, arch: Cnn1dLstmArchitecture, input_shape: tuple[int, int, int], n_classes: int) -> None:
-        super().__init__()
-        f, _ = _check_input_shape(input_shape)
-        self.input_shape = input_shape
-        self.encoder = Cnn1dLstmEncoder(arch, f, arch.lstm_units, arch.dropout)
+        self.encoder: nn.Module = (
+            Cnn2dLstmEncoder(arch, f, arch.lstm_units)
+            if isinstance(arch, Cnn2dLstmArchitecture)
+            else Cnn1dLstmEncoder(arch, f, arch.lstm_units, arch.dropout)
+        )
         self.dropout = nn.Dropout(arch.dropout)
         self.classifier = nn.Linear(arch.lstm_units, n_classes)
 
@@ -143,10 +135,8 @@ class FusedCnnLstm(nn.Module):
 
 
 def build(arch: CnnLstmArchitecture, input_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
-    if isinstance(arch, Cnn2dLstmArchitecture):
-        return Cnn2dLstm(arch, input_shape, n_classes)
-    if isinstance(arch, Cnn1dLstmArchitecture):
-        return Cnn1dLstm(arch, input_shape, n_classes)
+    if isinstance(arch, Cnn2dLstmArchitecture | Cnn1dLstmArchitecture):
+        return CnnLstm(arch, input_shape, n_classes)
     if isinstance(arch, FusedCnnLstmArchitecture):
         return FusedCnnLstm(arch, input_shape, n_classes)
     raise TypeError(f"not a CNN-LSTM architecture: {type(arch).__name__}")
