@@ -95,7 +95,7 @@ def _run_fold(ctx: SearchContext, fold: Fold, fold_dir: Path) -> FoldResult:
     plan = plan_holdout_fold(ctx, fold, spec.options.validation_fraction)
     best = _tune(ctx, TrialJob(spec, ctx.data, plan))
     family, values = split_config(spec, best.config)
-    score = best.metrics_dataframe[f"val_{spec.objective}"].max()  # its best epoch, as Hyperband ranks it
+    score = _rank(best, f"val_{spec.objective}")[0]
     ctx.reporter.log(f"fold {fold.index}: best configuration {family} {values} (val {spec.objective} {score:.3f})")
     return retrain_and_test(ctx, plan, genome_of(spec, ctx.data.classes, best.config), fold_dir)
 
@@ -212,7 +212,16 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
         raise SernasError(
             f"fold {fold}: no Hyperband trial finished an epoch" + (f" ({errors[:500]})" if errors else "")
         )
-    return results.get_best_result(metric=metric, mode="max", scope="all")
+    return max(scored, key=lambda r: _rank(r, metric))
+
+
+def _rank(result: Any, metric: str) -> tuple[float, float, str]:
+    """A trial's rank, larger is better: its best epoch by the objective (as Hyperband ranks a trial), ties
+    to the lower validation loss at that epoch, then to the configuration's JSON, so that the choice never
+    depends on the order in which Ray lists its results."""
+    epochs = result.metrics_dataframe.sort_values([metric, "val_loss"], ascending=[False, True])
+    best = epochs.iloc[0]
+    return float(best[metric]), -float(best["val_loss"]), json.dumps(result.config, sort_keys=True)
 
 
 def _scheduler(spec: HyperbandSearch) -> Any:
