@@ -163,11 +163,10 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
     )
     sink_key = str(path)
     _SINKS[sink_key] = _Sink(ctx, job)
-    # Tune snapshots the experiment (what `Tuner.restore` reads) every 10 s or more by default; a search
-    # killed or cancelled in between comes back with older trial states and re-runs a few epochs. Every
-    # 2 s keeps that small at a cost Tune's own warning threshold (5 s between syncs) does not flag.
+    # Tune snapshots the experiment (what `Tuner.restore` reads) every 10 s or more by default, and after a
+    # trial's checkpoint (one per epoch here, with a warning we silence: it is what we want). A search killed
+    # or cancelled between snapshots comes back with older trial states and re-runs a few epochs: 2 s at most.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    # A trial's every checkpoint (one per epoch, one kept) forces a snapshot too; that is wanted, not a warning.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose 0: no tables on stdout; our Reporter logs trials
     try:
