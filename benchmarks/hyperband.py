@@ -194,7 +194,7 @@ def measured_search(args: argparse.Namespace, overrides: dict[str, Any], folds: 
             }
         )
     return {
-        "options": spec.options.model_dump(mode="json"),
+        "options": spec.options.model_dump(mode="json") | {"n_trials": spec.options.trials()},
         "summary": result.summary,
         "folds": per_fold,
         "search": trial_figures(search_trials(reporter)),

@@ -9,14 +9,17 @@ choice, and each configuration names only its family's hyperparameters.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nas.features.spec import FeatureSpec, LogMel, Mfcc
+from search_spaces.cnn_lstm import FusedCnnLstmArchitecture
 from search_spaces.distributions import CategoricalDistribution, Distribution, IntDistribution
 from search_spaces.families import get_family
 
+SPLIT_ROWS = FusedCnnLstmArchitecture.model_fields["split_rows"].default
 HyperbandFamily = Literal["cnn2d-lstm", "cnn1d-lstm", "cnn-lstm-fused", "lstm-cnn", "cnn-transformer"]
 
 
@@ -50,6 +53,10 @@ class HyperbandSpace(BaseModel):
                     raise ValueError(
                         f"{section}.{family}: no hyperparameter {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
                     )
+        for family, held in self.fixed.items():
+            both = sorted(set(held) & set(self.params.get(family, {})))
+            if both:
+                raise ValueError(f"{family}: {', '.join(both)} both searched and fixed; drop them from params or fixed")
         if len(set(self.families)) != len(self.families):
             raise ValueError(f"families {list(self.families)} repeats a family")
         return self
@@ -70,7 +77,9 @@ class HyperbandOptions(BaseModel):
         "fifo: no early stopping, every configuration trains max_epochs (plain random or TPE search)",
     )
     sampler: Literal["random", "tpe"] = Field("random", description="random (as published) or Optuna's TPE")
-    n_trials: int = Field(27, ge=1, description="configurations tried per fold")
+    n_trials: int | None = Field(
+        None, ge=1, description="configurations tried per fold; None: one whole Hyperband band (see `trials`)"
+    )
     max_epochs: int = Field(27, ge=1, description="the most epochs one configuration trains (Hyperband's R)")
     reduction_factor: int = Field(3, ge=2, description="eta: 1 / eta of the configurations go on at each rung")
     grace_epochs: int = Field(1, ge=1, description="async-hyperband: epochs before a trial may first be stopped")
@@ -79,6 +88,16 @@ class HyperbandOptions(BaseModel):
     )
     parallel_trials: int | None = Field(None, ge=1, description="trials at once (None: as many as the CPUs allow)")
     trial_cpus: float = Field(1, gt=0, description="CPUs of each trial")
+
+    def trials(self) -> int:
+        """Configurations per fold: `n_trials`, or one band of Li et al.'s (2018) Hyperband, every bracket
+        full: for s = 0..s_max (s_max = log_eta(max_epochs), rounded), bracket s starts
+        ceil((s_max + 1) / (s + 1) * eta**s) configurations on max_epochs / eta**s epochs, as Ray Tune's
+        HyperBandScheduler counts them (R = 9, eta 3: 3 + 5 + 9 = 17; R = 27: 4 + 6 + 12 + 27 = 49)."""
+        if self.n_trials is not None:
+            return self.n_trials
+        brackets = round(math.log(self.max_epochs) / math.log(self.reduction_factor)) + 1
+        return sum(math.ceil(brackets / (s + 1) * self.reduction_factor**s) for s in range(brackets))
 
     @model_validator(mode="after")
     def _grace(self) -> HyperbandOptions:
@@ -102,10 +121,13 @@ class HyperbandSections(BaseModel):
     def _maps(self) -> HyperbandSections:
         if self.features.layout != "map":
             raise ValueError("features: the CNN-LSTM families read (F, T) maps; set features.layout to 'map'")
-        fused = "cnn-lstm-fused" in self.space.families
+        if "cnn-lstm-fused" not in self.space.families:
+            return self
+        if "split_rows" in self.space.params.get("cnn-lstm-fused", {}):
+            raise ValueError("cnn-lstm-fused: split_rows says which feature rows are MFCC; fix it, do not search it")
         rows = self.features.output_shape[1]
-        split = self.space.fixed.get("cnn-lstm-fused", {}).get("split_rows", 40)
-        if fused and not 0 < split < rows:
+        split = self.space.fixed.get("cnn-lstm-fused", {}).get("split_rows", SPLIT_ROWS)
+        if not 0 < split < rows:
             raise ValueError(
                 f"cnn-lstm-fused sends the first {split} feature rows to its 1D branch and the rest to its 2D "
                 f"branch, but the map has {rows} rows: stack mfcc and logmel frontends, or fix split_rows"
@@ -116,6 +138,7 @@ class HyperbandSections(BaseModel):
 _DEMO_FEATURES = FeatureSpec(
     frontends=(Mfcc(n_mfcc=20), LogMel(n_mels=32)), duration_s=3.0, hop_length=512, pool_to=None
 )
+_DEMO_FAMILIES = ("cnn2d-lstm", "cnn1d-lstm", "cnn-lstm-fused", "lstm-cnn")
 _DEMO_CONV = {
     "blocks": IntDistribution(low=1, high=3),
     "first_filters": CategoricalDistribution(choices=(8, 16)),
@@ -127,8 +150,8 @@ _DEMO_CONV = {
 # name -> (description, sections)
 PRESETS: dict[str, tuple[str, HyperbandSections]] = {
     "cnn2d-lstm-hyperband": (
-        "As published: Hyperband (eta 3, up to 27 epochs, 27 configurations per fold) over the CNN2D-LSTM space "
-        "on 128 x 251 log-mel maps",
+        "As published: Hyperband (eta 3, up to 27 epochs, one whole band: 49 configurations per fold) over the "
+        "CNN2D-LSTM space on 128 x 251 log-mel maps",
         HyperbandSections(),
     ),
     "cnn-families-demo": (
@@ -137,12 +160,12 @@ PRESETS: dict[str, tuple[str, HyperbandSections]] = {
         "brackets for eta 3), in minutes",
         HyperbandSections(
             space=HyperbandSpace(
-                families=("cnn2d-lstm", "cnn1d-lstm", "cnn-lstm-fused", "lstm-cnn"),
-                params={f: _DEMO_CONV for f in ("cnn2d-lstm", "cnn1d-lstm", "cnn-lstm-fused", "lstm-cnn")},
+                families=_DEMO_FAMILIES,
+                params=dict.fromkeys(_DEMO_FAMILIES, _DEMO_CONV),
                 fixed={"cnn-lstm-fused": {"split_rows": 20}},
             ),
             features=_DEMO_FEATURES,
-            options=HyperbandOptions(n_trials=17, max_epochs=9),
+            options=HyperbandOptions(max_epochs=9),
         ),
     ),
 }

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import HyperBandScheduler
+from ray.tune.schedulers import HyperBandScheduler, TrialScheduler
 
 from nas.data.folds import Fold
 from nas.dataset import PreparedData
@@ -161,14 +161,14 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, job=job), {"cpu": options.trial_cpus, "gpu": spec.gpus}
     )
-    sink_key = str(path)
-    _SINKS[sink_key] = _Sink(ctx, job)
+    assert _ReporterCallback.sink is None, "one Tune experiment at a time in a process (folds run one by one)"
+    _ReporterCallback.sink = _Sink(ctx, job)
     # Tune snapshots the experiment (what `Tuner.restore` reads) every 10 s or more by default, and after a
     # trial's checkpoint (one per epoch here, with a warning we silence: it is what we want). A search killed
     # or cancelled between snapshots comes back with older trial states and re-runs a few epochs: 2 s at most.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose 0: no tables on stdout; our Reporter logs trials
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose 0: no tables on stdout; our Reporter logs trials
     try:
         if tune.Tuner.can_restore(path):
             ctx.reporter.log(f"fold {fold}: resuming the Tune experiment in {path}")
@@ -180,7 +180,7 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
                 tune_config=tune.TuneConfig(
                     metric=metric,
                     mode="max",
-                    num_samples=options.n_trials,
+                    num_samples=options.trials(),
                     scheduler=_scheduler(spec),
                     search_alg=_searcher(spec, metric, fold),
                     max_concurrent_trials=options.parallel_trials,
@@ -188,7 +188,7 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
                 run_config=tune.RunConfig(
                     name=path.name,
                     storage_path=str(path.parent),
-                    callbacks=[_ReporterCallback(sink_key)],
+                    callbacks=[_ReporterCallback()],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=0),
                     verbose=0,
@@ -202,7 +202,7 @@ def _tune(ctx: SearchContext, job: TrialJob) -> Any:
             raise SearchCancelled("search cancelled; resume continues the Tune experiment") from exc
         raise
     finally:
-        _SINKS.pop(sink_key, None)
+        _ReporterCallback.sink = None
     if ctx.is_cancelled():
         raise SearchCancelled("search cancelled; resume continues the Tune experiment")
     scored = [r for r in results if r.metrics and metric in r.metrics and r.error is None]
@@ -264,60 +264,93 @@ def _connect_ray() -> None:
 
     if not ray.is_initialized():
         # Trials' own output stays in Ray's session logs; our Reporter says what each trial did.
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        if os.environ.get("RAY_ADDRESS"):  # the cluster the user names
+            ray.init(logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
 
 
 class ResumableHyperBand(HyperBandScheduler):
-    """Ray Tune's synchronous Hyperband, able to go on after `Tuner.restore`.
+    """Ray Tune's synchronous Hyperband (Li et al., 2018), able to go on after `Tuner.restore`.
 
-    Tune saves no scheduler state: on restore it re-adds the experiment's trials in their original
-    order, so each lands in its original bracket, but every bracket starts afresh. Unmended, a bracket
-    then waits forever on trials that had already ended, and restored trials run past the rung they had
-    reached. Here a restored trial brings its progress into its bracket; trials that had ended leave
-    their brackets once every restored trial is placed; and a bracket whose live trials all stand at its
-    rung, with none running that could report it, is halved on the spot, as it would have been.
+    Tune saves no scheduler state. On restore it re-adds the experiment's trials newest result first,
+    all PENDING, and every bracket starts afresh; Ray's Hyperband would then seat trials in other brackets
+    than before (a bracket takes trials in the order they arrive), wait forever on trials that had already
+    ended, run restored trials past the rung they had reached, and raise when it halves a bracket whose
+    losers include a PENDING trial. Here:
+
+    - trials are seated in their index order once they are all known (at the next choice of a trial to
+      run), which is the order a fresh experiment adds them in, so each returns to its bracket;
+    - a restored trial brings its progress; one that had ended leaves its bracket;
+    - a bracket is halved when its live trials all stand at its rung, whether the last one to get there
+      reported just now or stood there since the restore, and a PENDING loser is stopped like a paused one.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._ended_before_restore: list[Trial] = []
+        self._unseated: list[Trial] = []
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
-        super().on_trial_add(tune_controller, trial)
-        bracket, _ = self._trial_info[trial]
-        if trial.status in (Trial.TERMINATED, Trial.ERROR):
-            # Not yet: a bracket with fewer live trials counts as unfilled and would take the next trial.
-            self._ended_before_restore.append(trial)
-        elif trial.last_result.get(self._time_attr):
-            bracket.update_trial_stats(trial, trial.last_result)
+        self._unseated.append(trial)
+
+    def _seat(self, tune_controller: Any) -> None:
+        arrived = sorted(self._unseated, key=trial_index)
+        self._unseated.clear()
+        for trial in arrived:
+            super().on_trial_add(tune_controller, trial)
+        for trial in arrived:  # only now: a bracket with an ended trial taken out would count as unfilled
+            bracket, _ = self._trial_info[trial]
+            if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                bracket.cleanup_trial(trial)
+            elif trial.last_result.get(self._time_attr):
+                bracket.update_trial_stats(trial, trial.last_result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._seat(tune_controller)  # a trial stopped before it ever ran
+        super().on_trial_remove(tune_controller, trial)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
-        for trial in self._ended_before_restore:
-            self._trial_info[trial][0].cleanup_trial(trial)
-        self._ended_before_restore.clear()
+        self._seat(tune_controller)
         for band in self._hyperbands:
             for bracket in sorted(filter(None, band), key=lambda b: b.completion_percentage()):
-                self._halve_if_waiting(tune_controller, bracket)
+                live = bracket.current_trials()
+                if live and all(t.status != Trial.RUNNING for t in live):
+                    self._process_bracket(tune_controller, bracket)  # restored trials standing at a rung
                 for trial in bracket.current_trials():
                     ready = trial.status == Trial.PENDING or (
                         trial.status == Trial.PAUSED and trial in bracket.trials_to_unpause
                     )
-                    if ready and bracket.continue_trial(trial):  # a restored trial may stand at its rung
+                    if ready and bracket.continue_trial(trial):  # not one restored at its rung
                         return trial
         return None
 
-    def _halve_if_waiting(self, tune_controller: Any, bracket: Any) -> None:
+    def _process_bracket(self, tune_controller: Any, bracket: Any) -> str:
+        """Halve the bracket if all its live trials stand at its rung; the decision for its RUNNING trial
+        (the one that reported, if any). Ray's own, but for trials restored PENDING at the rung."""
+        if not bracket.cur_iter_done():
+            return TrialScheduler.PAUSE
         live = bracket.current_trials()
-        if not live or any(t.status == Trial.RUNNING for t in live) or not bracket.cur_iter_done():
-            return
+        current = next((t for t in live if t.status == Trial.RUNNING), None)
+        bracket.is_being_processed = True  # as Ray marks it: a trial removed meanwhile does not halve again
         if bracket.finished():  # every live trial reached max_epochs
-            for trial in live:
+            losers, winners = live, []
+        else:
+            winners, losers = bracket.successive_halving(self._metric, self._metric_op)
+        action = TrialScheduler.PAUSE
+        for trial in losers:
+            if trial is current:
+                bracket.cleanup_trial(trial)
+                action = TrialScheduler.STOP
+            else:
                 tune_controller.stop_trial(trial)
-            return
-        good, bad = bracket.successive_halving(self._metric, self._metric_op)
-        for trial in bad:
-            tune_controller.stop_trial(trial)
-        bracket.trials_to_unpause.update(t for t in good if t.status == Trial.PAUSED)
+        for trial in winners:
+            if not bracket.continue_trial(trial):
+                continue  # restored already past the next rung: it waits there
+            if trial is current:
+                action = TrialScheduler.CONTINUE
+            elif trial.status == Trial.PAUSED:
+                bracket.trials_to_unpause.add(trial)
+        return action
 
 
 # ---------------------------------------------------------------- one trial, in its Ray actor
@@ -408,26 +441,27 @@ class _Sink:
         return self.ids[trial.trial_id]
 
 
-def trial_key(fold: int, trial: Any) -> str:
-    """Our key of a Tune trial: its index in the experiment, which a trial Tune re-creates after a
-    restore from an older snapshot keeps (its random id does not)."""
-    return f"fold-{fold}/trial-{int(trial.experiment_tag.split('_', 1)[0])}"
+def trial_index(trial: Trial) -> int:
+    """A Tune trial's index in its experiment (its tag starts with it): the order it was created in, which a
+    trial that Tune re-creates after a restore from an older snapshot keeps (its random id does not)."""
+    return int(trial.experiment_tag.split("_", 1)[0])
 
 
-# Tune pickles its callbacks with the experiment (and unpickles them on restore): the callback carries
-# only this key; the live reporter stays in this process, registered while the fold's experiment runs.
-_SINKS: dict[str, _Sink] = {}
+def trial_key(fold: int, trial: Trial) -> str:
+    """Our key of a Tune trial."""
+    return f"fold-{fold}/trial-{trial_index(trial)}"
+
 
 _REPORTED = ("train_loss", "train_acc", "val_loss", "val_ua", "val_wa", "val_macro_f1", "lr")
 
 
 class _ReporterCallback(Callback):
-    def __init__(self, sink_key: str) -> None:
-        self.sink_key = sink_key
+    """Forwards Tune's trial events to the search's Reporter, in this (the driver's) process.
 
-    @property
-    def sink(self) -> _Sink:
-        return _SINKS[self.sink_key]
+    Tune pickles its callbacks with the experiment and unpickles them on restore, so the instance holds
+    nothing; the live reporter is the class's `sink`, set while a fold's experiment runs."""
+
+    sink: ClassVar[_Sink | None] = None
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         # Tune steps many times a second; a cancel request is looked at once a second.
