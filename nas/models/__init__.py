@@ -58,13 +58,21 @@ class SerModel(nn.Module):
         return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
 
-def build(genome: Genome) -> SerModel:
-    """An untrained model for the genome (load a bundle's weights into it)."""
+def build(genome: Genome, seed: int | None = None) -> SerModel:
+    """An untrained model for the genome (load a bundle's weights into it).
+
+    With `seed`, its initial weights are drawn from that seed alone, whatever the process did before: a
+    trial started in a fresh Ray worker, or run again, starts from the same weights. The process's own
+    random state is left as it was.
+    """
     family = genome.family
     try:
         module, _, fn = _FAMILIES[family].partition(":")
     except KeyError:
         raise UnknownNameError("model family", family, list(_FAMILIES)) from None
-    input_shape = genome.input.output_shape
-    body = getattr(importlib.import_module(module), fn)(genome.architecture, input_shape, len(genome.classes))
+    make_body = getattr(importlib.import_module(module), fn)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        body = make_body(genome.architecture, genome.input.output_shape, len(genome.classes))
     return SerModel(body, n_features=genome.input.scaled_features, frames=genome.input.layout == "frames")

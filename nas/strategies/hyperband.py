@@ -375,7 +375,9 @@ def train_trial(config: dict[str, Any], job: TrialJob) -> None:
     # The GPU Ray assigned this trial (CUDA_VISIBLE_DEVICES), unless the search asked for the CPU.
     device = "cuda" if spec.device != "cpu" and spec.gpus > 0 and torch.cuda.is_available() else "cpu"
     genome = genome_of(spec, data.classes, config)
-    model = build(genome)
+    # One seed per configuration: the same weights and batches in every run, and after every pause.
+    seed = spec.seed + plan.fold.index * 1000 + zlib.crc32(json.dumps(config, sort_keys=True).encode()) % 1000
+    model = build(genome, seed=seed)
     model.set_scaler(plan.mean, plan.std)
     cost = {"params": count_parameters(model), **latency_ms(model, genome.input.output_shape, runs=10)}
 
@@ -399,8 +401,6 @@ def train_trial(config: dict[str, Any], job: TrialJob) -> None:
         tune.report({**entry, **cost, **extra}, checkpoint=tune.Checkpoint.from_directory(report))
         shutil.rmtree(report, ignore_errors=True)
 
-    # One seed per configuration, the same after every pause and resume.
-    seed = spec.seed + plan.fold.index * 1000 + zlib.crc32(json.dumps(config, sort_keys=True).encode()) % 1000
     try:
         fit(
             model,

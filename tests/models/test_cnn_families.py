@@ -167,3 +167,16 @@ def test_a_sample_of_the_search_space_builds(family: str) -> None:
     assert torch.isfinite(loss)
     with torch.no_grad():
         assert model.eval()(_batch(2)).shape == (2, len(CLASSES))
+
+
+def test_a_seeded_build_draws_the_same_weights_whatever_ran_before_and_leaves_the_rng_alone():
+    genome = _genome(Cnn2dLstmArchitecture(blocks=2, first_filters=8, later_filters=8, lstm_units=8))
+    torch.manual_seed(1)
+    first = build(genome, seed=5).state_dict()
+    torch.rand(1000)  # a process that drew other numbers first
+    before = torch.get_rng_state()
+    second = build(genome, seed=5).state_dict()
+    assert torch.equal(before, torch.get_rng_state()), "the process's random state is untouched"
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = build(genome, seed=6).state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)

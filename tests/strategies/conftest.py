@@ -28,7 +28,8 @@ TINY = {
             "options.reduction_factor": 2,
         },
     ),
-    # 9 configurations of up to 9 epochs, eta 3: one bracket of 9 x 1 -> 3 x 3 -> 1 x 9 epochs.
+    # 9 configurations of up to 9 epochs, eta 3: Ray fills the brackets from the widest budget: 3 trials of
+    # 9 epochs, 5 that start with 3 (2 go on to 9), 1 alone in the bracket that starts with 1.
     "hyperband": ("cnn-families-demo", {"options.n_trials": 9, "options.max_epochs": 9}),
 }
 
