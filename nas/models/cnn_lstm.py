@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from nas.errors import ConfigError
-from nas.ops.blocks import conv_stack, pooled_size
+from nas.ops.blocks import check_map, conv_stack, map_rows, pooled_size
 from search_spaces.cnn_lstm import (
     Cnn1dLstmArchitecture,
     Cnn2dLstmArchitecture,
@@ -31,19 +31,6 @@ from search_spaces.cnn_lstm import (
 )
 
 CnnLstmArchitecture = Cnn2dLstmArchitecture | Cnn1dLstmArchitecture | FusedCnnLstmArchitecture
-
-
-def _check_input_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(1, F, T) -> (F, T)."""
-    assert len(input_shape) == 3 and input_shape[0] == 1, f"input_shape is a map (1, F, T), got {input_shape}"
-    _, f, t = input_shape
-    assert f >= 1 and t >= 1, f"input_shape (1, F, T) must be positive, got {input_shape}"
-    return f, t
-
-
-def _check_input(x: torch.Tensor, rows: int) -> None:
-    assert x.dim() == 4, f"expected a map (B, 1, F, T), got shape {tuple(x.shape)}"
-    assert x.shape[1:3] == (1, rows), f"expected (1, F) = (1, {rows}), got {tuple(x.shape[1:3])}"
 
 
 class Cnn2dLstmEncoder(nn.Module):
@@ -57,7 +44,7 @@ class Cnn2dLstmEncoder(nn.Module):
         self.lstm = nn.LSTM(c * f, lstm_units, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.rows)
+        check_map(x, self.rows)
         h = self.convs(x)  # (B, C, F', T')
         b, c, f, t = h.shape
         # Time becomes the sequence axis, channels x frequencies the per-frame vector.
@@ -78,7 +65,7 @@ class Cnn1dLstmEncoder(nn.Module):
         self.lstm = nn.LSTM(stack.filters()[-1], lstm_units, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.rows)
+        check_map(x, self.rows)
         h = self.dropout(self.convs(x[:, 0]))  # (B, 1, F, T) -> (B, F, T) -> (B, C, T')
         seq = h.transpose(1, 2)  # (B, C, T') -> (B, T', C)
         _, (h_n, _) = self.lstm(seq)  # h_n (1, B, H)
@@ -93,7 +80,7 @@ class CnnLstm(nn.Module):
         self, arch: Cnn2dLstmArchitecture | Cnn1dLstmArchitecture, input_shape: tuple[int, int, int], n_classes: int
     ) -> None:
         super().__init__()
-        f, _ = _check_input_shape(input_shape)
+        f = map_rows(input_shape)
         self.input_shape = input_shape
         self.encoder: nn.Module = (
             Cnn2dLstmEncoder(arch, f, arch.lstm_units)
@@ -113,7 +100,7 @@ class FusedCnnLstm(nn.Module):
 
     def __init__(self, arch: FusedCnnLstmArchitecture, input_shape: tuple[int, int, int], n_classes: int) -> None:
         super().__init__()
-        f, _ = _check_input_shape(input_shape)
+        f = map_rows(input_shape)
         if not 0 < arch.split_rows < f:
             # A user's choice (a fixed value or the default 40) against the feature spec, so an error, not an assert.
             raise ConfigError(
@@ -128,7 +115,7 @@ class FusedCnnLstm(nn.Module):
         self.classifier = nn.Linear(2 * arch.lstm_units, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.input_shape[1])
+        check_map(x, self.input_shape[1])
         s = self.split_rows
         states = torch.cat([self.encoder_1d(x[:, :, :s]), self.encoder_2d(x[:, :, s:])], dim=1)  # 2 x (B, H) -> (B, 2H)
         return self.classifier(self.dropout(states))  # (B, 2H) -> (B, n_classes)

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from nas.ops.blocks import conv_stack
+from nas.ops.blocks import check_map, conv_stack, map_rows
 from search_spaces.cnn_transformer import CnnTransformerArchitecture
 
 
@@ -36,9 +36,7 @@ class CnnTransformer(nn.Module):
 
     def __init__(self, arch: CnnTransformerArchitecture, input_shape: tuple[int, int, int], n_classes: int) -> None:
         super().__init__()
-        assert len(input_shape) == 3 and input_shape[0] == 1, f"input_shape is a map (1, F, T), got {input_shape}"
-        _, f, t = input_shape
-        assert f >= 1 and t >= 1, f"input_shape (1, F, T) must be positive, got {input_shape}"
+        map_rows(input_shape)  # checks it is a map
         width = arch.filters[-1]
         assert width % arch.heads == 0, f"heads {arch.heads} must divide the encoder width {width}"
         self.input_shape = input_shape
@@ -52,8 +50,7 @@ class CnnTransformer(nn.Module):
         self.classifier = nn.Linear(width, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert x.dim() == 4, f"expected a map (B, 1, F, T), got shape {tuple(x.shape)}"
-        assert x.shape[1:3] == self.input_shape[:2], f"expected (1, F) {self.input_shape[:2]}, got {x.shape[1:3]}"
+        check_map(x, self.input_shape[1])
         h = self.convs(x)  # (B, C, F', T')
         seq = h.mean(dim=2).transpose(1, 2)  # (B, C, F', T') -> (B, C, T') -> (B, T', C)
         _, t, c = seq.shape

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.ops.blocks import conv_stack
+from nas.ops.blocks import check_map, conv_stack, map_rows
 from search_spaces.lstm_cnn import LstmCnnArchitecture
 
 
@@ -21,9 +21,7 @@ class LstmCnn(nn.Module):
 
     def __init__(self, arch: LstmCnnArchitecture, input_shape: tuple[int, int, int], n_classes: int) -> None:
         super().__init__()
-        assert len(input_shape) == 3 and input_shape[0] == 1, f"input_shape is a map (1, F, T), got {input_shape}"
-        _, f, t = input_shape
-        assert f >= 1 and t >= 1, f"input_shape (1, F, T) must be positive, got {input_shape}"
+        f = map_rows(input_shape)
         self.input_shape = input_shape
         self.lstm = nn.LSTM(f, arch.lstm_units, batch_first=True)
         self.convs = conv_stack(arch.lstm_units, arch.filters(), arch.kernel_size, dims=1)
@@ -31,8 +29,7 @@ class LstmCnn(nn.Module):
         self.classifier = nn.Linear(arch.filters()[-1], n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert x.dim() == 4, f"expected a map (B, 1, F, T), got shape {tuple(x.shape)}"
-        assert x.shape[1:3] == self.input_shape[:2], f"expected (1, F) {self.input_shape[:2]}, got {x.shape[1:3]}"
+        check_map(x, self.input_shape[1])
         frames = x[:, 0].transpose(1, 2)  # (B, 1, F, T) -> (B, F, T) -> (B, T, F)
         seq, _ = self.lstm(frames)  # (B, T, H), the state after every frame
         h = self.convs(self.dropout(seq).transpose(1, 2))  # (B, T, H) -> (B, H, T) -> (B, C, T')

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 # dims -> (conv, batch norm, max pool) of that many spatial axes
@@ -50,3 +51,17 @@ def pooled_size(n: int, blocks: int) -> int:
     for _ in range(blocks):
         n = -(-n // 2)  # ceil(n / 2)
     return n
+
+
+def map_rows(input_shape: tuple[int, ...]) -> int:
+    """The feature rows F of a map input shape (1, F, T), checked."""
+    assert len(input_shape) == 3 and input_shape[0] == 1, f"input_shape is a map (1, F, T), got {input_shape}"
+    _, f, t = input_shape
+    assert f >= 1 and t >= 1, f"input_shape (1, F, T) must be positive, got {input_shape}"
+    return f
+
+
+def check_map(x: torch.Tensor, rows: int) -> None:
+    """`x` is a batch of maps (B, 1, F, T) with F == rows."""
+    assert x.dim() == 4, f"expected a map (B, 1, F, T), got shape {tuple(x.shape)}"
+    assert x.shape[1:3] == (1, rows), f"expected (1, F) = (1, {rows}), got {tuple(x.shape[1:3])}"
