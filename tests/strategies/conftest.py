@@ -77,3 +77,12 @@ def held_out_files(ravdess_root: Path, speakers: set[str]) -> list[Path]:
         for path in sorted((ravdess_root / speaker).glob("*.flac"))
         if path.name.split("-")[2] in CLASSES
     ]
+
+
+def held_out_accuracy(bundle: Path, ravdess_root: Path, speakers: set[str]) -> tuple[int, int]:
+    """(files right, files) when the exported bundle predicts the calm and angry files of `speakers`."""
+    from nas.bundle import predict_files
+
+    files = held_out_files(ravdess_root, speakers)
+    predictions = predict_files(bundle, files)
+    return sum(p.label == CLASSES[p.path.name.split("-")[2]] for p in predictions), len(files)
