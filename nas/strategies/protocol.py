@@ -115,14 +115,13 @@ def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_di
         fold=fold.index,
         stage="retrain",
     )
-    seed = ctx.spec.seed + fold.index
-    model = build(genome, seed=seed)
+    model = build(genome)
     model.set_scaler(plan.mean, plan.std)
     outcome = fit(
         model,
         data.rows(plan.train),
         data.rows(plan.validation),
-        TrainConfig.of(genome.training, seed=seed),
+        TrainConfig.of(genome.training, seed=ctx.spec.seed + fold.index),
         classes=data.classes,
         device=ctx.device,
         on_epoch=lambda epoch, m: ctx.reporter.report(trial, epoch, m),

@@ -169,10 +169,9 @@ def _objective(trial: Any, job: TrialJob, reporter: Reporter | None, is_cancelle
     spec, plan, data = job.spec, job.plan, job.data
     params = suggest(trial, spec.space.distributions())
     genome = _genome(spec, data, params)
-    key, fold = _key(job, trial.number), plan.fold.index
-    seed = spec.seed + fold * 1000 + trial.number
-    model = build(genome, seed=seed)
+    model = build(genome)
     model.set_scaler(plan.mean, plan.std)
+    key, fold = _key(job, trial.number), plan.fold.index
     trial_id = None if reporter is None else reporter.start_trial(key, params, fold=fold, stage="search")
     metric = f"val_{spec.objective}"
 
@@ -188,7 +187,7 @@ def _objective(trial: Any, job: TrialJob, reporter: Reporter | None, is_cancelle
         model,
         data.rows(plan.train),
         data.rows(plan.validation),
-        TrainConfig.of(genome.training, seed=seed),
+        TrainConfig.of(genome.training, seed=spec.seed + fold * 1000 + trial.number),
         classes=data.classes,
         device=job.device,
         on_epoch=on_epoch,
