@@ -392,14 +392,12 @@ def train_trial(config: dict[str, Any], job: TrialJob) -> None:
     def on_epoch(epoch: int, entry: dict[str, float]) -> None:
         if epoch <= restored:
             return  # Tune has it already
-        report = Path(tempfile.mkdtemp(prefix="sernas-report-"))
-        shutil.copyfile(local / _CHECKPOINT, report / _CHECKPOINT)
-        (report / _EPOCHS).write_text(json.dumps({"epochs": epoch}))
+        # The loop's checkpoint folder is the Tune checkpoint: Tune copies it to the experiment as it reports.
+        (local / _EPOCHS).write_text(json.dumps({"epochs": epoch}))
         # `epoch` shows a resumed trial went on (not restarted); `finished_at` (Tune's own stamps are whole
         # seconds) shows which trials trained at the same time.
         extra = {"epoch": epoch, "finished_at": time.time()}
-        tune.report({**entry, **cost, **extra}, checkpoint=tune.Checkpoint.from_directory(report))
-        shutil.rmtree(report, ignore_errors=True)
+        tune.report({**entry, **cost, **extra}, checkpoint=tune.Checkpoint.from_directory(local))
 
     try:
         fit(
@@ -500,5 +498,6 @@ class _ReporterCallback(Callback):
         sink.ctx.reporter.finish_trial(sink.trial_id(trial), state, metrics)
         score = "" if best is None else f", best val {spec.objective} {best:.3f}"
         sink.ctx.reporter.log(
-            f"fold {sink.job.plan.fold.index}: trial {trial.trial_id} {state.value} after {epochs} epoch(s){score}"
+            f"{trial_key(sink.job.plan.fold.index, trial)} ({trial.trial_id}): {state.value} after {epochs} epoch(s)"
+            f"{score}"
         )
