@@ -308,7 +308,7 @@ class StatusPublic(BaseModel):
 
 class SectionSchemas(BaseModel):
     space: dict[str, Any]
-    features: dict[str, Any]
+    features: dict[str, Any] | None = Field(None, description="absent for genetic-ensemble: members read their own")
     options: dict[str, Any]
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import cpu_model
+from nas.bundle import SPEC
 from nas.reporting import InMemoryReporter
-from nas.runner import SPEC, run_search
+from nas.runner import run_search
 from nas.spec import AnySearch, CorpusSpec, FoldSpec, spec_from_preset
 from search_spaces.presets import get_preset
 

@@ -67,7 +67,7 @@ def main() -> None:
         training=retrain_recipe(spec.options),
     )
     baseline_folds = []
-    for fold in make_folds(spec, data):  # the baseline trains on the same rows as the derived genome
+    for fold in make_folds(spec, data.utterances):  # the baseline trains on the same rows as the derived genome
         pool = fold.train_indices(data.utterances)
         options = spec.options
         split = darts_split(

@@ -1,8 +1,10 @@
-"""Genome: a versioned, torch-free JSON description of a trained-or-trainable network.
+"""Genome: a versioned, torch-free JSON description of a trained-or-trainable network, or of an ensemble.
 
-A genome holds its input (FeatureSpec), its architecture (discriminated by `family`), the
-recipe that retrains it, its classes and where it came from. `nas.models.build(genome)` rebuilds
-the network (`nas.darts.genotype` reads pt.darts' `Genotype(...)` text). Version 1 genomes (search
+A network genome (`Genome`, kind "network") holds its input (FeatureSpec), its architecture (discriminated
+by `family`), the recipe that retrains it, its classes and where it came from. An ensemble genome
+(`EnsembleGenome`, kind "ensemble") holds member network genomes, each with its own input, and the weights
+of their averaged class probabilities. `nas.models.build(genome)` rebuilds either (`nas.darts.genotype`
+reads pt.darts' `Genotype(...)` text); `parse_genome` reads either from JSON. Version 1 genomes (search
 options instead of a recipe) are read and converted.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
 
 from nas.features.spec import FeatureSpec
 from nas.recipe import TrainRecipe
@@ -138,6 +140,7 @@ class Genome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: Literal[2] = SCHEMA_VERSION
+    kind: Literal["network"] = "network"
     input: FeatureSpec
     architecture: Architecture
     classes: tuple[str, ...] = Field(min_length=2)
@@ -172,3 +175,54 @@ _VERSION_1_RECIPE = {
     "grad_clip": "w_grad_clip",
     "patience": "patience",
 }
+
+
+class EnsembleGenome(BaseModel):
+    """Member networks whose class probabilities are averaged with fixed weights (summing to 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    kind: Literal["ensemble"] = "ensemble"
+    members: tuple[Genome, ...] = Field(min_length=1)
+    weights: tuple[float, ...]
+    provenance: Provenance = Field(default_factory=Provenance)
+
+    @property
+    def family(self) -> str:
+        return "ensemble"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.members[0].classes
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EnsembleGenome:
+        if len(self.weights) != len(self.members):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.members)} members")
+        if any(w < 0 for w in self.weights) or abs(sum(self.weights) - 1) > 1e-6:
+            raise ValueError(f"weights must be non-negative and sum to 1, got {list(self.weights)}")
+        strangers = [i for i, m in enumerate(self.members) if m.classes != self.classes]
+        if strangers:
+            raise ValueError(f"members {strangers} predict other classes than member 0 {list(self.classes)}")
+        return self
+
+
+def _kind(value: Any) -> str:
+    # Genomes written before ensembles existed name no kind: they are networks.
+    return value.get("kind", "network") if isinstance(value, dict) else value.kind
+
+
+AnyGenome = Genome | EnsembleGenome
+_ANY_GENOME: TypeAdapter[AnyGenome] = TypeAdapter(
+    Annotated[Annotated[Genome, Tag("network")] | Annotated[EnsembleGenome, Tag("ensemble")], Discriminator(_kind)]
+)
+
+
+def parse_genome(text: str | bytes) -> AnyGenome:
+    """A network or ensemble genome from its JSON."""
+    return _ANY_GENOME.validate_json(text)

@@ -76,6 +76,32 @@ def classification_report(y_true: np.ndarray, probs: np.ndarray, classes: Sequen
     }
 
 
+def population_scores(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """`ua`, `wa` and `macro_f1` (each (P,), defined as in `classification_report`) of P predictions at once.
+
+    `y_pred` (P, N) holds P candidates' predicted labels of the same N samples (a genetic algorithm's
+    population): one pass of array arithmetic, no Python loop over candidates.
+    """
+    y_true = np.asarray(y_true)
+    assert y_pred.ndim == 2 and y_pred.shape[1] == len(y_true), (
+        f"y_pred must be (P, N={len(y_true)}), got {y_pred.shape}"
+    )
+    truth = np.eye(k, dtype=bool)[y_true]  # (N, K)
+    guess = np.eye(k, dtype=bool)[y_pred]  # (P, N, K)
+    tp = (guess & truth).sum(axis=1).astype(np.float64)  # (P, K)
+    support = truth.sum(axis=0)  # (K,)
+    predicted = guess.sum(axis=1)  # (P, K)
+    present = support > 0
+    recall = tp[:, present] / support[present]
+    f1 = np.divide(2 * tp, predicted + support, out=np.zeros_like(tp), where=(predicted + support) > 0)
+    scored = present | (predicted > 0)  # (P, K): sklearn's label set, per candidate
+    return {
+        "ua": recall.mean(axis=1),
+        "wa": tp.sum(axis=1) / len(y_true),
+        "macro_f1": (f1 * scored).sum(axis=1) / scored.sum(axis=1),
+    }
+
+
 def _calibration_errors(confidence: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
     # ceil(c * B) - 1 puts c in (i/B, (i+1)/B] into bin i; confidence 0 joins the first bin.
     bins = np.clip(np.ceil(confidence * ECE_BINS).astype(np.int64) - 1, 0, ECE_BINS - 1)

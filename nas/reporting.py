@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.genome import Genome
+from nas.genome import AnyGenome
 
 log = logging.getLogger("sernas")
 
@@ -50,7 +50,7 @@ class Reporter(abc.ABC):
         trial_id: int,
         state: TrialState,
         metrics: dict[str, Any],
-        genome: Genome | None = None,
+        genome: AnyGenome | None = None,
         artifacts: dict[str, Path] | None = None,
     ) -> None:
         """Close a trial with its final metrics, its genome and the files it produced."""
@@ -69,7 +69,7 @@ class TrialRecord:
     state: TrialState = TrialState.RUNNING
     steps: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
-    genome: Genome | None = None
+    genome: AnyGenome | None = None
     artifacts: dict[str, Path] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
@@ -103,7 +103,7 @@ class InMemoryReporter(Reporter):
         trial_id: int,
         state: TrialState,
         metrics: dict[str, Any],
-        genome: Genome | None = None,
+        genome: AnyGenome | None = None,
         artifacts: dict[str, Path] | None = None,
     ) -> None:
         trial = self.trials[trial_id]

@@ -7,15 +7,14 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from nas.bundle import GENOME, METRICS, REPORT, WEIGHTS
+from nas.bundle import GENOME, METRICS, REPORT, SPEC, WEIGHTS
 from nas.dataset import class_names, featurise, select_utterances
 from nas.errors import ConfigError
 from nas.reporting import InMemoryReporter, Reporter
 from nas.spec import SpecBase, parse_spec
 from nas.strategies import get_strategy
 from nas.strategies.base import SearchContext, SearchResult
-
-SPEC = "spec.json"
+from nas.trials import FolderTrials, TrialSource
 
 
 def run_search(
@@ -27,11 +26,13 @@ def run_search(
     is_cancelled: Callable[[], bool] = lambda: False,
     search_id: str | None = None,
     progress: bool = True,
+    trials: TrialSource | None = None,
 ) -> SearchResult:
     """Run (or resume, when `out` holds the same spec) a search and write its result folder.
 
     The strategy's preflight (e.g. the emoDARTS memory estimate) runs here, once, against the
-    device this process will run the search on, before any audio is decoded.
+    device this process will run the search on, before any audio is decoded. `trials` are the
+    finished fold models a strategy may build on (default: result folders, see nas.trials).
     """
     from nas.features.extract import default_cache_dir
     from nas.train import resolve_device
@@ -41,15 +42,17 @@ def run_search(
     strategy = get_strategy(spec.strategy)
     device = resolve_device(spec.device)
 
-    utterances, problems = select_utterances(spec.corpus, reporter)
-    strategy.preflight(spec, len(class_names(utterances, spec.corpus)), device)
-    data = featurise(
-        utterances, problems, spec.corpus, spec.features, reporter, cache_dir or default_cache_dir(), progress
-    )
-    reporter.log(
-        f"{len(data.utterances)} utterances, {len(data.classes)} classes ({', '.join(data.classes)}), "
-        f"{len({u.speaker for u in data.utterances})} speakers"
-    )
+    data = None
+    if strategy.reads_audio:
+        utterances, problems = select_utterances(spec.corpus, reporter)
+        strategy.preflight(spec, len(class_names(utterances, spec.corpus)), device)
+        data = featurise(
+            utterances, problems, spec.corpus, spec.features, reporter, cache_dir or default_cache_dir(), progress
+        )
+        reporter.log(
+            f"{len(data.utterances)} utterances, {len(data.classes)} classes ({', '.join(data.classes)}), "
+            f"{len({u.speaker for u in data.utterances})} speakers"
+        )
     ctx = SearchContext(
         spec=spec,
         data=data,
@@ -59,9 +62,10 @@ def run_search(
         is_cancelled=is_cancelled,
         progress=progress,
         search_id=search_id,
+        trials=trials or FolderTrials(),
     )
     result = strategy.run(ctx)
-    _write_result(out, result, [str(p) for p in data.problems])
+    _write_result(out, result, [] if data is None else [str(p) for p in data.problems])
     return result
 
 
@@ -112,6 +116,7 @@ def _report(result: SearchResult, problems: list[str]) -> str:
             f"{m['ua']:.3f} | "
             f"{m['wa']:.3f} | {m['macro_f1']:.3f} | {m['params']:,} | {', '.join(fold.genome.flags) or '-'} |"
         )
+    lines += result.report_lines
     if problems:
         lines += ["", f"Files left out ({len(problems)}):", *[f"- {p}" for p in problems]]
     return "\n".join(lines) + "\n"

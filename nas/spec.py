@@ -24,6 +24,7 @@ from pydantic import (
 
 from nas.errors import ConfigError
 from search_spaces.darts import DartsSections
+from search_spaces.genetic_ensemble import GeneticEnsembleSections
 from search_spaces.hyperband import HyperbandSections
 from search_spaces.presets import get_preset
 from search_spaces.tpe_asha import TpeAshaSections
@@ -128,6 +129,24 @@ class HyperbandSearch(SpecBase, HyperbandSections):
         return 0
 
 
+class GeneticEnsembleSearch(SpecBase, GeneticEnsembleSections):
+    """A genetic algorithm that weights an ensemble of finished fold models of any strategy (Serra, LoopQPrize
+    2022). Its corpus, folds and seed must be those of its members' searches."""
+
+    objective: Objective = Field(
+        "macro_f1", description="the validation metric the weights are evolved on (the paper's: macro-F1)"
+    )
+
+    @model_validator(mode="after")
+    def _members_named(self) -> GeneticEnsembleSearch:
+        if not self.space.named:
+            raise ValueError(
+                "name the ensemble's members: space.searches (search ids, or result folders on the command line) "
+                "or space.trials (trial ids)"
+            )
+        return self
+
+
 def _strategy(value: Any) -> str:
     # Specs written before there was more than one strategy name none: they are darts specs.
     return value.get("strategy", "darts") if isinstance(value, dict) else value.strategy
@@ -136,15 +155,17 @@ def _strategy(value: Any) -> str:
 SearchSpec = Annotated[
     Annotated[DartsSearch, Tag("darts")]
     | Annotated[TpeAshaSearch, Tag("tpe-asha")]
-    | Annotated[HyperbandSearch, Tag("hyperband")],
+    | Annotated[HyperbandSearch, Tag("hyperband")]
+    | Annotated[GeneticEnsembleSearch, Tag("genetic-ensemble")],
     Discriminator(_strategy),
 ]
-AnySearch = DartsSearch | TpeAshaSearch | HyperbandSearch
+AnySearch = DartsSearch | TpeAshaSearch | HyperbandSearch | GeneticEnsembleSearch
 SEARCH_SPEC: TypeAdapter[AnySearch] = TypeAdapter(SearchSpec)
 STRATEGY_SPECS: dict[str, type[SpecBase]] = {
     "darts": DartsSearch,
     "tpe-asha": TpeAshaSearch,
     "hyperband": HyperbandSearch,
+    "genetic-ensemble": GeneticEnsembleSearch,
 }
 
 

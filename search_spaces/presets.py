@@ -12,9 +12,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from nas.errors import ConfigError, UnknownNameError
-from search_spaces import darts, hyperband, tpe_asha
+from search_spaces import darts, genetic_ensemble, hyperband, tpe_asha
 
-AnySections = darts.DartsSections | tpe_asha.TpeAshaSections | hyperband.HyperbandSections
+AnySections = (
+    darts.DartsSections
+    | tpe_asha.TpeAshaSections
+    | hyperband.HyperbandSections
+    | genetic_ensemble.GeneticEnsembleSections
+)
 Sections = Annotated[AnySections, Field(discriminator="strategy")]
 SECTIONS: TypeAdapter[AnySections] = TypeAdapter(Sections)
 SECTION_NAMES = ("space", "features", "options")
@@ -39,6 +44,8 @@ class Preset(BaseModel):
                 raise ConfigError(
                     f"override {dotted!r}: write it as space.<field>, features.<field> or options.<field>"
                 )
+            if section not in data:
+                raise ConfigError(f"override {dotted!r}: preset {self.name!r} has no {section} section")
             node = data[section]
             parts = dotted.split(".")
             for depth, part in enumerate(parts[1:-1], start=2):
@@ -62,7 +69,7 @@ def _explain(exc: ValidationError) -> str:
 
 PRESETS: dict[str, Preset] = {
     name: Preset(name=name, description=description, sections=sections)
-    for module in (darts, tpe_asha, hyperband)
+    for module in (darts, tpe_asha, hyperband, genetic_ensemble)
     for name, (description, sections) in module.PRESETS.items()
 }
 

@@ -40,6 +40,7 @@ from nas.store.models import SearchStatus
 
 if TYPE_CHECKING:
     from nas.store.reporter import DurableSteps
+    from nas.trials import TrialSource
 
 log = logging.getLogger("sernas.workers")
 
@@ -146,6 +147,7 @@ def execute(search_id: str, config: RunnerConfig, search_fn: SearchFn | None = N
 
 def _execute(sessions: sessionmaker[Session], search_id: str, config: RunnerConfig, search_fn: SearchFn | None) -> str:
     from nas.store.reporter import DbReporter, DurableSteps
+    from nas.store.trials import StoreTrials
 
     search = repository.get_search(sessions, search_id)
     if search is None or search.status != SearchStatus.RUNNING or search.lease_owner != config.owner:
@@ -167,7 +169,8 @@ def _execute(sessions: sessionmaker[Session], search_id: str, config: RunnerConf
     reporter = DurableSteps(DbReporter(sessions, search_id))
     try:
         try:
-            result = _run(search.spec, out, search_id, config, reporter, heartbeat, search_fn)
+            trials = StoreTrials(sessions)
+            result = _run(search.spec, out, search_id, config, reporter, heartbeat, search_fn, trials)
         except SearchCancelled as exc:
             _close(reporter)
             if heartbeat.reason != "cancel":  # lost lease (or the strategy stopped by itself)
@@ -194,6 +197,7 @@ def _run(
     reporter: Reporter,
     heartbeat: Heartbeat,
     search_fn: SearchFn | None,
+    trials: TrialSource,
 ) -> Any:
     from pydantic import ValidationError
 
@@ -222,6 +226,7 @@ def _run(
         is_cancelled=heartbeat.should_stop,
         search_id=search_id,
         progress=False,
+        trials=trials,
     )
 
 

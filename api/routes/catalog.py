@@ -37,16 +37,13 @@ def _search_spaces() -> SearchSpaceCatalog:
 
     def public(preset: Any) -> SearchSpacePublic:
         sections = preset.sections
+        names = [name for name in SECTION_NAMES if name in type(sections).model_fields]
         return SearchSpacePublic(
             name=preset.name,
             strategy=preset.strategy,
             description=preset.description,
-            defaults=SectionSchemas(
-                **{name: getattr(sections, name).model_dump(mode="json") for name in SECTION_NAMES}
-            ),
-            json_schema=SectionSchemas(
-                **{name: type(getattr(sections, name)).model_json_schema() for name in SECTION_NAMES}
-            ),
+            defaults=SectionSchemas(**{name: getattr(sections, name).model_dump(mode="json") for name in names}),
+            json_schema=SectionSchemas(**{name: type(getattr(sections, name)).model_json_schema() for name in names}),
         )
 
     return SearchSpaceCatalog(

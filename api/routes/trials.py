@@ -17,6 +17,7 @@ from api.bundles import bundle_response
 from api.deps import VALIDATION, SearchId, SessionsDep, SettingsDep, errors, get_or_404
 from api.errors import ApiError
 from api.schemas import NO_NUL, TrialDetail, TrialPage, TrialPublic
+from nas.bundle import WEIGHTS_ARTIFACT
 from nas.errors import ConfigError
 from nas.reporting import TrialState
 from nas.store import repository as repo
@@ -107,7 +108,7 @@ def export_trial(trial_id: TrialId, sessions: SessionsDep, settings: SettingsDep
     trial = repo.get_trial(sessions, trial_id)
     if trial is None:
         raise ApiError(404, "not_found", f"no trial with id {trial_id}")
-    weights = next((a for a in trial.artifacts if a.name == "weights"), None)
+    weights = next((a for a in trial.artifacts if a.name == WEIGHTS_ARTIFACT), None)
     if trial.state != TrialState.COMPLETE or weights is None:
         raise ApiError(409, "no_result", f"trial {trial_id} ({trial.state.value}) has no trained weights to export")
     name = f"sernas-{trial.search_id[:8]}-trial-{trial.id}.zip"

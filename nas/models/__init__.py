@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from nas.errors import UnknownNameError
-from nas.genome import Genome
+from nas.genome import EnsembleGenome, Genome
 
 _FAMILIES = {
     "emodarts": "nas.models.emodarts:build",
@@ -58,8 +58,17 @@ class SerModel(nn.Module):
         return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
 
+def build_any(genome: Genome | EnsembleGenome) -> nn.Module:
+    """An untrained network, or an ensemble of untrained members (load a bundle's weights into it)."""
+    if isinstance(genome, EnsembleGenome):
+        from nas.models.ensemble import EnsembleModel
+
+        return EnsembleModel([build(member) for member in genome.members], genome.weights)
+    return build(genome)
+
+
 def build(genome: Genome, seed: int | None = None) -> SerModel:
-    """An untrained model for the genome (load a bundle's weights into it).
+    """An untrained model for the network genome (load a bundle's weights into it).
 
     With `seed`, its initial weights are drawn from that seed alone, whatever the process did before: a
     trial started in a fresh Ray worker, or run again, starts from the same weights. The process's own

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from nas.genome import Genome
+from nas.genome import AnyGenome
 from nas.reporting import Reporter, TrialState
 from nas.store import repository
 from nas.store.repository import EventRow, StepRow
@@ -57,7 +57,7 @@ class DbReporter(Reporter):
         trial_id: int,
         state: TrialState,
         metrics: dict[str, Any],
-        genome: Genome | None = None,
+        genome: AnyGenome | None = None,
         artifacts: dict[str, Path] | None = None,
     ) -> None:
         self.flush()  # the trial's last steps land before it is shown as finished
@@ -158,7 +158,7 @@ class DurableSteps(Reporter):
         trial_id: int,
         state: TrialState,
         metrics: dict[str, Any],
-        genome: Genome | None = None,
+        genome: AnyGenome | None = None,
         artifacts: dict[str, Path] | None = None,
     ) -> None:
         self.inner.finish_trial(trial_id, state, metrics, genome, artifacts)

@@ -11,6 +11,7 @@ _REGISTRY = {
     "darts": "nas.strategies.darts:DartsStrategy",
     "tpe-asha": "nas.strategies.tpe_asha:TpeAshaStrategy",
     "hyperband": "nas.strategies.hyperband:HyperbandStrategy",
+    "genetic-ensemble": "nas.strategies.genetic_ensemble:GeneticEnsembleStrategy",
 }
 
 

@@ -12,15 +12,24 @@ trials read later.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nas.bundle import PREDICTIONS, WEIGHTS, load_model, save_model
+from nas.bundle import (
+    FOLD_DONE,
+    PREDICTIONS,
+    PREDICTIONS_ARTIFACT,
+    WEIGHTS,
+    WEIGHTS_ARTIFACT,
+    load_model,
+    save_model,
+)
 from nas.data.folds import Fold, session_folds, speaker_folds
+from nas.data.types import Utterance
 from nas.dataset import PreparedData
 from nas.errors import ConfigError, DataError
 from nas.features.scaling import fit_scaler
@@ -31,14 +40,13 @@ from nas.strategies.base import FoldResult, SearchContext, SearchResult
 from nas.train import TrainConfig, fit, predict_proba
 
 SUMMARY_KEYS = ("ua", "wa", "macro_f1")
-FOLD_DONE = "result.json"
 
 
-def make_folds(spec: Any, data: PreparedData) -> list[Fold]:
+def make_folds(spec: Any, utterances: Sequence[Utterance]) -> list[Fold]:
     if spec.folds.by == "session":
-        folds = session_folds(data.utterances)
+        folds = session_folds(utterances)
     else:
-        folds = speaker_folds(data.utterances, spec.folds.n_folds, spec.seed)
+        folds = speaker_folds(utterances, spec.folds.n_folds, spec.seed)
     if spec.folds.only is None:
         return folds
     unknown = sorted(set(spec.folds.only) - {f.index for f in folds})
@@ -166,7 +174,7 @@ def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_di
         test_probabilities=test_probs.astype(np.float32),
     )
     ctx.reporter.finish_trial(
-        trial, TrialState.COMPLETE, metrics, genome, {"weights": weights, "predictions": predictions}
+        trial, TrialState.COMPLETE, metrics, genome, {WEIGHTS_ARTIFACT: weights, PREDICTIONS_ARTIFACT: predictions}
     )
     ctx.reporter.log(
         f"fold {fold.index}: test UA {metrics['ua']:.3f} WA {metrics['wa']:.3f} ({metrics['params']:,} params)"
@@ -174,10 +182,16 @@ def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_di
     return FoldResult(fold.index, fold.test_speakers, genome, weights, metrics)
 
 
-def run_folds(ctx: SearchContext, run_fold: Callable[[Fold, Path], FoldResult]) -> SearchResult:
-    """Run `run_fold` on every fold not finished yet; the best fold by validation objective; the summary."""
+def run_folds(
+    ctx: SearchContext, run_fold: Callable[[Fold, Path], FoldResult], folds: list[Fold] | None = None
+) -> SearchResult:
+    """Run `run_fold` on every fold (default: the spec's folds of the prepared data) not finished yet; the best
+    fold by validation objective; the summary."""
+    if folds is None:
+        assert ctx.data is not None, "a strategy that reads no audio names its folds"
+        folds = make_folds(ctx.spec, ctx.data.utterances)
     results = []
-    for fold in make_folds(ctx.spec, ctx.data):
+    for fold in folds:
         fold_dir = ctx.workdir / "folds" / f"fold-{fold.index}"
         if (fold_dir / FOLD_DONE).exists():
             ctx.reporter.log(f"fold {fold.index}: already finished, not run again")

@@ -1,4 +1,5 @@
-"""A small real corpus (8 RAVDESS actors, calm vs angry) and a tiny spec of every registered strategy."""
+"""A small real corpus (8 RAVDESS actors, calm vs angry), a tiny spec of every strategy that reads audio, and
+its finished search (run once per test session)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nas.reporting import InMemoryReporter
 from nas.spec import CorpusSpec, FoldSpec, SpecBase, spec_from_preset
 
 ACTORS = range(1, 9)  # 8 actors: 4 speaker folds of one man and one woman
@@ -50,6 +52,24 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory, ravdess_root: Path) -
 def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One feature cache for the session: each tiny spec's features are computed once."""
     return tmp_path_factory.mktemp("features")
+
+
+@pytest.fixture(scope="session")
+def tiny_search(small_corpus: Path, feature_cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    """strategy -> (strategy, spec, result folder, reporter, result) of its tiny search, run on first use."""
+    from nas.runner import run_search
+
+    finished: dict[str, tuple] = {}
+
+    def run(strategy: str) -> tuple:
+        if strategy not in finished:
+            spec = tiny_spec(strategy, small_corpus)
+            out, reporter = tmp_path_factory.mktemp(strategy) / "run", InMemoryReporter()
+            result = run_search(spec, out, cache_dir=feature_cache, reporter=reporter, progress=False)
+            finished[strategy] = (strategy, spec, out, reporter, result)
+        return finished[strategy]
+
+    return run
 
 
 def tiny_spec(strategy: str, corpus_root: Path, **overrides: object) -> SpecBase:

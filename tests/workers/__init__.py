@@ -54,6 +54,7 @@ def fake_search(
     step_seconds: float = 0.05,
     crash_after: int | None = None,
     killed: threading.Event | None = None,
+    trials: Any = None,
 ) -> SimpleNamespace:
     """Stand-in for `nas.runner.run_search`. corpus name "boom" raises; "ignore-cancel" never stops.
 
