@@ -15,7 +15,7 @@ import resource
 import time
 from pathlib import Path
 
-from nas.data.folds import darts_split
+from nas.data.folds import darts_split, make_folds
 from nas.dataset import featurise, select_utterances
 from nas.genome import CnnBiLstmAttArchitecture, Genome
 from nas.metrics import mean_std
@@ -24,7 +24,7 @@ from nas.runner import run_search
 from nas.spec import CorpusSpec, FoldSpec, spec_from_preset
 from nas.strategies.base import SearchContext
 from nas.strategies.darts import retrain_recipe
-from nas.strategies.protocol import SUMMARY_KEYS, make_folds, plan_fold, retrain_and_test
+from nas.strategies.protocol import SUMMARY_KEYS, plan_fold, retrain_and_test
 from nas.train import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]

@@ -76,7 +76,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser, *, required: bool, data_
     parser.add_argument(
         "--strategy",
         default=None,
-        help="darts, tpe-asha or hyperband; refuses a preset of another strategy (default: darts)",
+        help="darts, tpe-asha, hyperband or genetic-ensemble; refuses a preset of another strategy (default: darts)",
     )
     parser.add_argument("--classes", type=csv_list, help="comma-separated labels to keep, e.g. calm,angry")
     parser.add_argument("--speakers", type=csv_list, help="comma-separated speakers to keep")

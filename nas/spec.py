@@ -7,8 +7,9 @@ study database -> worker unchanged; `SEARCH_SPEC` validates it anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,6 +24,10 @@ from pydantic import (
 )
 
 from nas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nas.data.types import Utterance
+    from nas.trials import TrialSource
 from search_spaces.darts import DartsSections
 from search_spaces.genetic_ensemble import GeneticEnsembleSections
 from search_spaces.hyperband import HyperbandSections
@@ -99,6 +104,10 @@ class SpecBase(BaseModel):
         """CPUs the search's own task holds, given its `share` of the cluster."""
         return share
 
+    def check_inputs(self, trials: TrialSource, utterances: Sequence[Utterance]) -> None:
+        """Refuse (ConfigError) a search whose inputs from earlier searches do not fit it, given the corpus's
+        selected utterances; the service's controller calls it at submission. Most searches take none."""
+
 
 class DartsSearch(SpecBase, DartsSections):
     """emoDARTS (Rajapakshe et al., 2024): a CNN + SeqNN supernet searched by DARTS, per fold."""
@@ -136,6 +145,11 @@ class GeneticEnsembleSearch(SpecBase, GeneticEnsembleSections):
     objective: Objective = Field(
         "macro_f1", description="the validation metric the weights are evolved on (the paper's: macro-F1)"
     )
+
+    def check_inputs(self, trials: TrialSource, utterances: Sequence[Utterance]) -> None:
+        from nas.trials import ensemble_members
+
+        ensemble_members(self, trials, utterances)
 
     @model_validator(mode="after")
     def _members_named(self) -> GeneticEnsembleSearch:

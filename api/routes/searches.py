@@ -63,7 +63,7 @@ def submit_search(
         # Already submitted (and checked then): only the identity of the submission is compared.
         response.status_code = 200
         return SearchPublic.of(repo.create_search(sessions, spec_json, body.name, spec.strategy, key))
-    check_runnable(spec, prefix, settings)
+    check_runnable(spec, prefix, settings, sessions)
     submitted = utcnow()
     search = repo.create_search(sessions, spec_json, body.name, spec.strategy, key)
     if search.created_at < submitted:  # a concurrent request with the same key got there first
@@ -154,12 +154,14 @@ def _unknown(what: str, name: str, valid: Sequence[str], loc: list[str | int]) -
     raise ApiError(422, "unknown_name", str(exc), [(loc, str(exc))], exc.valid)
 
 
-def check_runnable(spec: SpecBase, prefix: tuple[str, ...], settings: Settings) -> None:
+def check_runnable(spec: SpecBase, prefix: tuple[str, ...], settings: Settings, sessions: repo.Sessions) -> None:
     """Read the corpus (no audio decoded): it must exist, have enough speakers for the folds, and lie
-    inside the data roots. The strategy's own preflight (e.g. the emoDARTS memory estimate) runs in the
-    worker, once, against the device that will run the search."""
+    inside the data roots; what the search takes from earlier searches (an ensemble's members) must fit it.
+    The strategy's own preflight (e.g. the emoDARTS memory estimate) runs in the worker, once, against the
+    device that will run the search."""
     from nas.dataset import class_names, select_utterances
     from nas.reporting import InMemoryReporter
+    from nas.store.trials import StoreTrials
 
     corpus_loc = [*prefix, "corpus"]
     try:
@@ -186,6 +188,10 @@ def check_runnable(spec: SpecBase, prefix: tuple[str, ...], settings: Settings) 
             raise ApiError(422, "invalid_config", message, [([*prefix, "folds", "n_folds"], message)])
     if len(class_names(utterances, spec.corpus)) < 2:
         raise ApiError(422, "invalid_data", "fewer than 2 classes left after selection", [(corpus_loc, "classes")])
+    try:
+        spec.check_inputs(StoreTrials(sessions), utterances)
+    except ConfigError as exc:
+        raise ApiError(422, "invalid_config", str(exc), [([*prefix, "space"], str(exc))]) from None
 
 
 # ---------------------------------------------------------------- reading and control

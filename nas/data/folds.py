@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from nas.data.types import Utterance
-from nas.errors import DataError
+from nas.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -201,3 +202,17 @@ def _stratified_cut(
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
     return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
+
+
+def make_folds(spec: Any, utterances: Sequence[Utterance]) -> list[Fold]:
+    """The folds a search spec asks for (its `folds` section and seed), restricted to `folds.only`."""
+    if spec.folds.by == "session":
+        folds = session_folds(utterances)
+    else:
+        folds = speaker_folds(utterances, spec.folds.n_folds, spec.seed)
+    if spec.folds.only is None:
+        return folds
+    unknown = sorted(set(spec.folds.only) - {f.index for f in folds})
+    if unknown:
+        raise ConfigError(f"folds.only names folds {unknown}, but there are only folds 0..{len(folds) - 1}")
+    return [f for f in folds if f.index in spec.folds.only]

@@ -12,7 +12,7 @@ trials read later.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,9 @@ from nas.bundle import (
     load_model,
     save_model,
 )
-from nas.data.folds import Fold, session_folds, speaker_folds
-from nas.data.types import Utterance
+from nas.data.folds import Fold, make_folds, speaker_folds
 from nas.dataset import PreparedData
-from nas.errors import ConfigError, DataError
+from nas.errors import DataError
 from nas.features.scaling import fit_scaler
 from nas.genome import Genome, Provenance
 from nas.metrics import classification_report, count_parameters, latency_ms, mean_std
@@ -40,19 +39,6 @@ from nas.strategies.base import FoldResult, SearchContext, SearchResult
 from nas.train import TrainConfig, fit, predict_proba
 
 SUMMARY_KEYS = ("ua", "wa", "macro_f1")
-
-
-def make_folds(spec: Any, utterances: Sequence[Utterance]) -> list[Fold]:
-    if spec.folds.by == "session":
-        folds = session_folds(utterances)
-    else:
-        folds = speaker_folds(utterances, spec.folds.n_folds, spec.seed)
-    if spec.folds.only is None:
-        return folds
-    unknown = sorted(set(spec.folds.only) - {f.index for f in folds})
-    if unknown:
-        raise ConfigError(f"folds.only names folds {unknown}, but there are only folds 0..{len(folds) - 1}")
-    return [f for f in folds if f.index in spec.folds.only]
 
 
 @dataclass(frozen=True)

@@ -161,14 +161,15 @@ def test_search_spaces_serve_every_preset_with_its_schema(client):
 
     catalog = client.get("/search-spaces").json()
     strategies = {s["name"]: s for s in catalog["strategies"]}
-    assert list(strategies) == ["darts", "tpe-asha", "hyperband"]
+    assert list(strategies) == ["darts", "tpe-asha", "hyperband", "genetic-ensemble"]
     presets = [p for s in catalog["strategies"] for p in s["presets"]]
     assert sorted(p["name"] for p in presets) == sorted(PRESETS)
     for strategy in catalog["strategies"]:
         assert strategy["description"] and {p["strategy"] for p in strategy["presets"]} == {strategy["name"]}
         # The schema of a complete spec: what `spec` submissions of this strategy validate against.
         fields = strategy["json_schema"]["properties"].keys()
-        assert {"corpus", "space", "features", "options", "folds", "seed"} <= fields
+        reads_audio = strategy["name"] != "genetic-ensemble"  # an ensemble's members read their own features
+        assert {"corpus", "space", "options", "folds", "seed"} | ({"features"} if reads_audio else set()) <= fields
     assert strategies["darts"]["presets"][0]["name"] == "emodarts"  # the default comes first
 
     demo = next(p for p in strategies["darts"]["presets"] if p["name"] == "emodarts-demo")
@@ -188,6 +189,10 @@ def test_search_spaces_serve_every_preset_with_its_schema(client):
     assert {"scheduler", "sampler", "max_epochs", "reduction_factor"} <= families["json_schema"]["options"][
         "properties"
     ].keys()
+
+    (ensemble,) = strategies["genetic-ensemble"]["presets"]
+    assert ensemble["defaults"]["features"] is None and ensemble["defaults"]["options"]["restarts"] == 5
+    assert {"searches", "trials", "top_k"} <= ensemble["json_schema"]["space"]["properties"].keys()
 
 
 def test_datasets_list_readers_and_root_contents(client, ravdess_root, tmp_path):

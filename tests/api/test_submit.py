@@ -125,7 +125,8 @@ def test_unknown_names_list_the_valid_ones(client, ravdess_root):
     assert "emodarts-demo" in preset["message"] and ["body", "preset"] in field_locs(preset)
 
     strategy = assert_error(client.post("/searches", json=search_body(ravdess_root, strategy="random")), 422)
-    assert strategy["valid"] == ["darts", "hyperband", "tpe-asha"] and "darts" in strategy["message"]
+    assert strategy["valid"] == ["darts", "genetic-ensemble", "hyperband", "tpe-asha"]
+    assert "darts" in strategy["message"]
 
     mismatch = assert_error(client.post("/searches", json=search_body(ravdess_root, strategy="tpe-asha")), 422)
     assert mismatch["type"] == "invalid_config" and "bigru-mfcc-demo" in mismatch["valid"]
@@ -352,3 +353,19 @@ def test_submissions_never_run_the_strategys_preflight(client, ravdess_root, mon
         statuses = list(pool.map(lambda _: client.post("/searches", json=body).status_code, range(8)))
     assert statuses == [201] * 8 and calls == []
     assert repo.list_searches(sessions_of(client)).total == 8
+
+
+def test_an_ensemble_of_members_that_do_not_exist_or_have_not_finished_is_refused(client, ravdess_root):
+    queued = client.post("/searches", json=search_body(ravdess_root)).json()["id"]
+    ensemble = {"preset": "genetic-ensemble", "strategy": "genetic-ensemble"}
+    unnamed = client.post("/searches", json=search_body(ravdess_root, **ensemble))
+    assert "space.searches" in assert_error(unnamed, 422)["message"]
+    unknown = client.post(
+        "/searches", json=search_body(ravdess_root, **ensemble, overrides={"space.searches": ["nope"]})
+    )
+    error = assert_error(unknown, 422, "invalid_config")
+    assert error["message"] == "no search with id 'nope'" and field_locs(error) == [["body", "space"]]
+    unfinished = client.post(
+        "/searches", json=search_body(ravdess_root, **ensemble, overrides={"space.searches": [queued]})
+    )
+    assert "folds [0] have no finished fold model" in assert_error(unfinished, 422, "invalid_config")["message"]

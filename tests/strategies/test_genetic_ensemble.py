@@ -145,3 +145,46 @@ def test_a_finished_ensemble_resumes_without_running_again(ensemble, tmp_path):
     again = run_search(spec, out, reporter=reporter, progress=False)
     assert not reporter.trials, "the finished fold is read back, not evolved again"
     assert again.folds[0].metrics["ua"] == result.folds[0].metrics["ua"]
+
+
+def _record(sessions, search: tuple) -> tuple[str, int, int]:
+    """A finished tiny search's trials written to the study database as the service's DbReporter writes them:
+    (search id, id of its fold model, id of one of its search trials)."""
+    from nas.store import repository as repo
+    from nas.store.reporter import DbReporter
+
+    strategy, spec, _, reporter, _ = search
+    search_id = repo.create_search(sessions, spec.model_dump(mode="json"), strategy, strategy).id
+    stored = DbReporter(sessions, search_id)
+    ids = {}
+    for trial in reporter.trials.values():
+        ids[trial.stage] = stored.start_trial(trial.key, trial.params, fold=trial.fold, stage=trial.stage)
+        stored.finish_trial(ids[trial.stage], trial.state, trial.metrics, trial.genome, trial.artifacts)
+    stored.close()
+    return search_id, ids["retrain"], ids["search"]
+
+
+def test_members_from_the_study_database_by_search_and_by_trial(tiny_search, sessions, small_corpus, tmp_path):
+    from nas.store.trials import StoreTrials
+
+    (tpe, tpe_model, tpe_trial), (hyperband, hyperband_model, _) = (
+        _record(sessions, tiny_search(strategy)) for strategy in ("tpe-asha", "hyperband")
+    )
+    source = StoreTrials(sessions)
+    by_search = run_search(ensemble_spec(small_corpus, [tpe, hyperband]), tmp_path / "a", trials=source)
+    names = {m["name"] for m in by_search.folds[0].metrics["members"]}
+    assert names == {
+        f"trial {tpe_model} (search {tpe[:8]}, fold 0)",
+        f"trial {hyperband_model} (search {hyperband[:8]}, fold 0)",
+    }
+
+    by_trial = ensemble_spec(small_corpus, [], **{"space.searches": [], "space.trials": [hyperband_model, tpe_model]})
+    result = run_search(by_trial, tmp_path / "b", trials=source)
+    assert result.folds[0].metrics["val_macro_f1"] == by_search.folds[0].metrics["val_macro_f1"]
+
+    with pytest.raises(ConfigError, match=f"trial {tpe_trial} .* is not a finished fold model"):
+        source.trials([tpe_trial])  # a search trial: it keeps no predictions
+    with pytest.raises(ConfigError, match="no trial with id 999999"):
+        source.trials([999999])
+    with pytest.raises(ConfigError, match="no search with id 'nope'"):
+        source.fold_models("nope")
