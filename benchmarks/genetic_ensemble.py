@@ -5,8 +5,14 @@
    hyperband (`cnn-families-demo`, R = 9) once per family (cnn2d-lstm, cnn1d-lstm, cnn-lstm-fused,
    lstm-cnn) and tpe-asha (`bigru-mfcc-demo`). Each runs in runs/.../members/<name> (resumable: a
    finished search is not run again) and its wall time is recorded.
+2. ensemble: the genetic-ensemble search (preset defaults: 5 restarts x 100 generations of 50, fitness
+   macro-F1 on validation) over all members, every fold: per fold and as mean ± std over folds, the test UA,
+   WA and macro-F1 of the weighted ensemble, the unweighted average and the best single member (chosen on
+   validation); the weights; the wall time of the whole search.
+3. speed: GA wall time per generation (population 50) on fold 0's real validation rows, and on synthetic
+   probabilities of 6 members over 1,000 to 10,000 rows (8 classes), best of 3 runs of 20 generations.
 
-    .venv/bin/python -m benchmarks.genetic_ensemble --out runs/genetic-ensemble --parts members
+    .venv/bin/python -m benchmarks.genetic_ensemble --out runs/genetic-ensemble [--parts members,ensemble,speed]
 """
 
 from __future__ import annotations
@@ -17,17 +23,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks.machine import cpu_model
 from nas.bundle import SPEC
+from nas.dataset import select_utterances
+from nas.genetic import evolve
 from nas.reporting import InMemoryReporter
 from nas.runner import run_search
 from nas.spec import AnySearch, CorpusSpec, FoldSpec, spec_from_preset
+from nas.trials import FolderTrials, ensemble_members
+from search_spaces.genetic_ensemble import GeneticOptions
 from search_spaces.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 N_FOLDS = 6
 HYPERBAND_PRESET = "cnn-families-demo"
 TPE_PRESET = "bigru-mfcc-demo"
+KEYS = ("ua", "wa", "macro_f1")
 
 
 def member_specs(corpus: CorpusSpec) -> dict[str, AnySearch]:
@@ -63,11 +76,78 @@ def run_members(out: Path, corpus: CorpusSpec) -> dict[str, Any]:
     return figures
 
 
+def run_ensemble(out: Path, corpus: CorpusSpec) -> dict[str, Any]:
+    members = [str(out / "members" / name) for name in member_specs(corpus)]
+    spec = spec_from_preset("genetic-ensemble", corpus, {"space.searches": members}, folds=FoldSpec(n_folds=N_FOLDS))
+    start = time.perf_counter()
+    result = run_search(spec, out / "ensemble", reporter=InMemoryReporter(), progress=False)
+    wall = time.perf_counter() - start
+    folds = [
+        {
+            "fold": fold.fold,
+            "weighted": {k: fold.metrics[k] for k in KEYS},
+            "uniform": {k: fold.metrics["uniform"][k] for k in KEYS},
+            "best_single": {k: fold.metrics["best_single"][k] for k in KEYS}
+            | {"member": fold.metrics["best_single"]["member"]},
+            "val_macro_f1": {
+                "weighted": fold.metrics["val_macro_f1"],
+                "uniform": fold.metrics["uniform"]["val_macro_f1"],
+                "best_single": fold.metrics["best_single"]["val_macro_f1"],
+            },
+            "weights": {
+                Path(m["name"].rsplit(" fold ", 1)[0]).name: round(m["weight"], 3) for m in fold.metrics["members"]
+            },
+        }
+        for fold in result.folds
+    ]
+    print("\n| fold | combiner | test UA | test WA | test macro-F1 | val macro-F1 |\n|---|---|---:|---:|---:|---:|")
+    for fold in folds:
+        for combiner in ("weighted", "uniform", "best_single"):
+            scores = fold[combiner]
+            print(
+                f"| {fold['fold']} | {combiner} | {scores['ua']:.3f} | {scores['wa']:.3f} | "
+                f"{scores['macro_f1']:.3f} | {fold['val_macro_f1'][combiner]:.3f} |"
+            )
+    s = result.summary
+    print("\n| combiner | test UA | test WA | test macro-F1 |\n|---|---|---|---|")
+    for combiner, prefix in (
+        ("weighted (GA)", ""),
+        ("unweighted average", "uniform_"),
+        ("best single", "best_single_"),
+    ):
+        cells = " | ".join(f"{s[f'{prefix}{k}_mean']:.3f} ± {s[f'{prefix}{k}_std']:.3f}" for k in KEYS)
+        print(f"| {combiner} | {cells} |")
+    print(f"ensemble search: {wall:.1f} s wall")
+    return {"folds": folds, "summary": s, "wall_s": round(wall, 2)}
+
+
+def run_speed(out: Path, corpus: CorpusSpec) -> dict[str, Any]:
+    options = GeneticOptions(generations=20, restarts=1)
+    members = [str(out / "members" / name) for name in member_specs(corpus)]
+    spec = spec_from_preset("genetic-ensemble", corpus, {"space.searches": members}, folds=FoldSpec(n_folds=N_FOLDS))
+    utterances, _ = select_utterances(corpus, InMemoryReporter())
+    rows = ensemble_members(spec, FolderTrials(), utterances)[0]
+    cases = {f"fold 0 ({rows.val.shape[1]} validation rows, {rows.val.shape[0]} members)": (rows.val, rows.val_labels)}
+    rng = np.random.default_rng(0)
+    for n in (1_000, 10_000):
+        cases[f"synthetic, {n} rows, 6 members"] = (rng.dirichlet(np.ones(8), size=(6, n)), rng.integers(0, 8, n))
+    figures = {}
+    for name, (probabilities, labels) in cases.items():
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            evolve(probabilities, labels, "macro_f1", options, seed=0)
+            times.append((time.perf_counter() - start) / options.generations)
+        figures[name] = round(min(times) * 1000, 2)
+        print(f"{name}: {figures[name]:.2f} ms per generation of {options.population}")
+    return {"ms_per_generation": figures, "population": options.population}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/genetic-ensemble"))
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ravdess")
-    parser.add_argument("--parts", default="members")
+    parser.add_argument("--parts", default="members,ensemble,speed")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "genetic_ensemble.json")
     args = parser.parse_args()
     corpus = CorpusSpec(name="ravdess", root=args.data.resolve())
@@ -76,8 +156,12 @@ def main() -> None:
     for part in args.parts.split(","):
         if part == "members":
             results["members"] = run_members(args.out.resolve(), corpus)
+        elif part == "ensemble":
+            results["ensemble"] = run_ensemble(args.out.resolve(), corpus)
+        elif part == "speed":
+            results["speed"] = run_speed(args.out.resolve(), corpus)
         else:
-            raise SystemExit(f"unknown part {part!r}; parts: members")
+            raise SystemExit(f"unknown part {part!r}; parts: members, ensemble, speed")
         args.results.parent.mkdir(parents=True, exist_ok=True)
         args.results.write_text(json.dumps(results, indent=2))
 

@@ -188,3 +188,22 @@ def test_members_from_the_study_database_by_search_and_by_trial(tiny_search, ses
         source.trials([999999])
     with pytest.raises(ConfigError, match="no search with id 'nope'"):
         source.fold_models("nope")
+
+
+def test_the_command_line_runs_an_ensemble_of_result_folders_and_predicts_with_it(
+    members, small_corpus, ravdess_root, tmp_path, capsys
+):
+    from nas.cli import main
+
+    out = tmp_path / "ensemble"
+    args = ["search", "--strategy", "genetic-ensemble", "--corpus", "ravdess", "--data", str(small_corpus)]
+    args += ["--classes", ",".join(CLASSES.values()), "--folds", "4", "--only-folds", "0", "--out", str(out)]
+    args += ["--set", f"space.searches={json.dumps([str(m) for m in members])}"]
+    for key, value in SMALL.items():
+        args += ["--set", f"{key}={value}"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert main(["export", str(out)]) == 0
+    files = held_out_files(ravdess_root, {"Actor_01"})[:2]
+    assert main(["predict", str(out / "bundle.zip"), *map(str, files)]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"{path}: " in printed for path in files)
