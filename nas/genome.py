@@ -21,6 +21,7 @@ from search_spaces.cnn_lstm import Cnn1dLstmArchitecture, Cnn2dLstmArchitecture,
 from search_spaces.cnn_transformer import CnnTransformerArchitecture
 from search_spaces.darts import CNN_OPS, SEQ_OPS
 from search_spaces.lstm_cnn import LstmCnnArchitecture
+from search_spaces.macnn import MacnnArchitecture
 
 SCHEMA_VERSION = 2
 SEQ_COLLAPSE_FLAG = "seq_collapsed_to_skip_connect"
@@ -122,7 +123,8 @@ Architecture = Annotated[
     | Cnn1dLstmArchitecture
     | FusedCnnLstmArchitecture
     | LstmCnnArchitecture
-    | CnnTransformerArchitecture,
+    | CnnTransformerArchitecture
+    | MacnnArchitecture,
     Field(discriminator="family"),
 ]
 

@@ -26,6 +26,7 @@ _FAMILIES = {
     "cnn-lstm-fused": "nas.models.cnn_lstm:build",
     "lstm-cnn": "nas.models.lstm_cnn:build",
     "cnn-transformer": "nas.models.cnn_transformer:build",
+    "macnn-icasa": "nas.models.macnn:build",
 }
 
 
