@@ -20,6 +20,7 @@ from search_spaces.bigru import BiGruArchitecture
 from search_spaces.cnn_lstm import Cnn1dLstmArchitecture, Cnn2dLstmArchitecture, FusedCnnLstmArchitecture
 from search_spaces.cnn_transformer import CnnTransformerArchitecture
 from search_spaces.darts import CNN_OPS, SEQ_OPS
+from search_spaces.hmoe_simba import HmoeSimbaArchitecture
 from search_spaces.lstm_cnn import LstmCnnArchitecture
 from search_spaces.macnn import MacnnArchitecture
 
@@ -124,7 +125,8 @@ Architecture = Annotated[
     | FusedCnnLstmArchitecture
     | LstmCnnArchitecture
     | CnnTransformerArchitecture
-    | MacnnArchitecture,
+    | MacnnArchitecture
+    | HmoeSimbaArchitecture,
     Field(discriminator="family"),
 ]
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from nas.errors import ConfigError, UnknownNameError
 from nas.recipe import TrainRecipe
-from search_spaces import bigru, cnn_lstm, cnn_transformer, lstm_cnn, macnn
+from search_spaces import bigru, cnn_lstm, cnn_transformer, hmoe_simba, lstm_cnn, macnn
 from search_spaces.distributions import Distribution
 
 
@@ -40,6 +40,7 @@ FAMILIES: dict[str, SearchableFamily] = {
         cnn_transformer.CnnTransformerArchitecture, cnn_transformer.SPACE, cnn_lstm.RECIPE
     ),
     "macnn-icasa": SearchableFamily(macnn.MacnnArchitecture, macnn.SPACE, macnn.RECIPE),
+    "hmoe-simba": SearchableFamily(hmoe_simba.HmoeSimbaArchitecture, hmoe_simba.SPACE, hmoe_simba.RECIPE),
 }
 
 

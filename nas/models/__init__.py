@@ -27,6 +27,7 @@ _FAMILIES = {
     "lstm-cnn": "nas.models.lstm_cnn:build",
     "cnn-transformer": "nas.models.cnn_transformer:build",
     "macnn-icasa": "nas.models.macnn:build",
+    "hmoe-simba": "nas.models.hmoe_simba:build",
 }
 
 
