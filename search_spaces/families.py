@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,6 +24,7 @@ class SearchableFamily:
     architecture: type[BaseModel]
     space: Mapping[str, Distribution]
     recipe: TrainRecipe
+    layout: Literal["map", "frames"]  # what its networks read: (1, F, T) maps or (T, D) frame sequences
 
     def names(self) -> set[str]:
         """Every hyperparameter a space or a fixed value may name."""
@@ -31,17 +32,28 @@ class SearchableFamily:
 
 
 FAMILIES: dict[str, SearchableFamily] = {
-    "bigru-head": SearchableFamily(bigru.BiGruArchitecture, bigru.SPACE, bigru.RECIPE),
-    "cnn2d-lstm": SearchableFamily(cnn_lstm.Cnn2dLstmArchitecture, cnn_lstm.SPACE_2D, cnn_lstm.RECIPE),
-    "cnn1d-lstm": SearchableFamily(cnn_lstm.Cnn1dLstmArchitecture, cnn_lstm.SPACE_1D, cnn_lstm.RECIPE),
-    "cnn-lstm-fused": SearchableFamily(cnn_lstm.FusedCnnLstmArchitecture, cnn_lstm.SPACE_1D, cnn_lstm.RECIPE),
-    "lstm-cnn": SearchableFamily(lstm_cnn.LstmCnnArchitecture, lstm_cnn.SPACE, cnn_lstm.RECIPE),
+    "bigru-head": SearchableFamily(bigru.BiGruArchitecture, bigru.SPACE, bigru.RECIPE, "frames"),
+    "cnn2d-lstm": SearchableFamily(cnn_lstm.Cnn2dLstmArchitecture, cnn_lstm.SPACE_2D, cnn_lstm.RECIPE, "map"),
+    "cnn1d-lstm": SearchableFamily(cnn_lstm.Cnn1dLstmArchitecture, cnn_lstm.SPACE_1D, cnn_lstm.RECIPE, "map"),
+    "cnn-lstm-fused": SearchableFamily(cnn_lstm.FusedCnnLstmArchitecture, cnn_lstm.SPACE_1D, cnn_lstm.RECIPE, "map"),
+    "lstm-cnn": SearchableFamily(lstm_cnn.LstmCnnArchitecture, lstm_cnn.SPACE, cnn_lstm.RECIPE, "map"),
     "cnn-transformer": SearchableFamily(
-        cnn_transformer.CnnTransformerArchitecture, cnn_transformer.SPACE, cnn_lstm.RECIPE
+        cnn_transformer.CnnTransformerArchitecture, cnn_transformer.SPACE, cnn_lstm.RECIPE, "map"
     ),
-    "macnn-icasa": SearchableFamily(macnn.MacnnArchitecture, macnn.SPACE, macnn.RECIPE),
-    "hmoe-simba": SearchableFamily(hmoe_simba.HmoeSimbaArchitecture, hmoe_simba.SPACE, hmoe_simba.RECIPE),
+    "macnn-icasa": SearchableFamily(macnn.MacnnArchitecture, macnn.SPACE, macnn.RECIPE, "map"),
+    "hmoe-simba": SearchableFamily(hmoe_simba.HmoeSimbaArchitecture, hmoe_simba.SPACE, hmoe_simba.RECIPE, "frames"),
 }
+
+
+# A name of FAMILIES, as a type: spaces validate and document the families they may search with it.
+FamilyName = Literal[tuple(FAMILIES)]
+
+
+def check_layout(families: tuple[str, ...], layout: str) -> None:
+    """Refuse features whose layout some of `families` cannot read, naming them and what they read."""
+    misfits = [f"{name} reads {get_family(name).layout}s" for name in families if get_family(name).layout != layout]
+    if misfits:
+        raise ValueError(f"features: the layout is {layout!r}, but {', '.join(misfits)}; set features.layout to match")
 
 
 def get_family(name: str) -> SearchableFamily:

@@ -17,10 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from nas.features.spec import FeatureSpec, LogMel, Mfcc
 from search_spaces.cnn_lstm import FusedCnnLstmArchitecture
 from search_spaces.distributions import CategoricalDistribution, Distribution, IntDistribution
-from search_spaces.families import get_family
+from search_spaces.families import FamilyName, check_layout, get_family
 
 SPLIT_ROWS = FusedCnnLstmArchitecture.model_fields["split_rows"].default
-HyperbandFamily = Literal["cnn2d-lstm", "cnn1d-lstm", "cnn-lstm-fused", "lstm-cnn", "cnn-transformer"]
 
 
 class HyperbandSpace(BaseModel):
@@ -29,7 +28,7 @@ class HyperbandSpace(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    families: tuple[HyperbandFamily, ...] = Field(("cnn2d-lstm",), min_length=1)
+    families: tuple[FamilyName, ...] = Field(("cnn2d-lstm",), min_length=1)
     params: dict[str, dict[str, Distribution]] = Field(
         default_factory=dict, description="family -> {hyperparameter: distribution}, replacing the published ones"
     )
@@ -118,9 +117,8 @@ class HyperbandSections(BaseModel):
     options: HyperbandOptions = HyperbandOptions()
 
     @model_validator(mode="after")
-    def _maps(self) -> HyperbandSections:
-        if self.features.layout != "map":
-            raise ValueError("features: the CNN-LSTM families read (F, T) maps; set features.layout to 'map'")
+    def _layout(self) -> HyperbandSections:
+        check_layout(self.space.families, self.features.layout)
         if "cnn-lstm-fused" not in self.space.families:
             return self
         if "split_rows" in self.space.params.get("cnn-lstm-fused", {}):

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nas.features.spec import FeatureSpec, Mfcc, Ssl
 from search_spaces.distributions import Distribution, IntDistribution
-from search_spaces.families import get_family
+from search_spaces.families import FamilyName, check_layout, get_family
 
 
 class TpeAshaSpace(BaseModel):
@@ -22,7 +22,7 @@ class TpeAshaSpace(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    family: Literal["bigru-head"] = "bigru-head"
+    family: FamilyName = "bigru-head"
     params: dict[str, Distribution] | None = Field(
         None, description="hyperparameter -> distribution; None: the family's published space"
     )
@@ -85,9 +85,8 @@ class TpeAshaSections(BaseModel):
     options: TpeAshaOptions = TpeAshaOptions()
 
     @model_validator(mode="after")
-    def _frames(self) -> TpeAshaSections:
-        if self.features.layout != "frames":
-            raise ValueError("features: the BiGRU head reads frame sequences; set features.layout to 'frames'")
+    def _layout(self) -> TpeAshaSections:
+        check_layout((self.space.family,), self.features.layout)
         return self
 
 
