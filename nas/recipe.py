@@ -28,3 +28,21 @@ class TrainRecipe(BaseModel):
     monitor: Literal["val_ua", "val_loss"] = Field(
         "val_ua", description="what picks the best epoch and runs out the patience"
     )
+    mixup: Literal["none", "aam"] = Field(
+        "none",
+        description="training-batch augmentation: none, or adaptive acoustic mixup (Li et al., 2026), which appends "
+        "difficulty-weighted mixes of acoustically similar pairs with soft labels; never applied to evaluation",
+    )
+    mixup_threshold: float = Field(
+        0.7,
+        allow_inf_nan=False,
+        description="aam: cosine similarity a pair must exceed to be mixed (Li et al., 2026: 0.7); "
+        "above 1 nothing is mixed, below -1 every pair qualifies (their random-pairing ablation)",
+    )
+    mixup_alpha: float = Field(
+        2.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="aam: sensitivity of the mixing coefficient to the pair's difficulty difference "
+        "(Li et al., 2026: 2); 0 mixes every pair half and half (their no-difficulty ablation)",
+    )

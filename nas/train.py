@@ -5,6 +5,8 @@
 epoch and resumes from that checkpoint bit-for-bit: a run interrupted after epoch k and resumed
 ends with exactly the weights and history of an uninterrupted run (on CPU). Inputs are maps
 (N, 1, F, T), or frame sequences (N, T, D) with their true lengths, which reach the model.
+With `mixup="aam"` every training batch gets adaptive acoustic mixup (Li et al., 2026) and the loss is
+the cross-entropy against soft targets; validation and test batches are never mixed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas.augment.mixup import adaptive_acoustic_mixup
 from nas.dataset import Examples
 from nas.errors import ConfigError, SearchCancelled
 from nas.metrics import classification_report
@@ -48,6 +51,9 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # mixed precision on CUDA only; CPU always trains in float32
     monitor: Literal["val_ua", "val_loss"] = "val_ua"  # picks the best epoch and runs out the patience
+    mixup: Literal["none", "aam"] = "none"  # training batches only; see nas.augment.mixup
+    mixup_threshold: float = 0.7  # aam: cosine similarity a pair must exceed
+    mixup_alpha: float = 2.0  # aam: sensitivity of lambda to the difficulty difference
 
     @classmethod
     def of(cls, recipe: TrainRecipe, seed: int) -> TrainConfig:
@@ -74,6 +80,12 @@ class TrainConfig:
             problems.append(f"patience must be >= 1 or None, got {self.patience}")
         if self.monitor not in ("val_ua", "val_loss"):
             problems.append(f"monitor must be val_ua or val_loss, got {self.monitor!r}")
+        if self.mixup not in ("none", "aam"):
+            problems.append(f"mixup must be none or aam, got {self.mixup!r}")
+        if not np.isfinite(self.mixup_threshold):
+            problems.append(f"mixup_threshold must be finite, got {self.mixup_threshold}")
+        if not (np.isfinite(self.mixup_alpha) and self.mixup_alpha >= 0):
+            problems.append(f"mixup_alpha must be finite and >= 0, got {self.mixup_alpha}")
         if problems:
             raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -214,6 +226,7 @@ def fit(
                 device=device,
                 is_cancelled=is_cancelled,
                 epoch=epoch,
+                n_classes=len(classes),
             )
             scheduler.step()
             entry = {"train_loss": train_loss, "train_acc": train_acc}
@@ -287,19 +300,36 @@ def _train_epoch(
     device: str,
     is_cancelled: Callable[[], bool] | None,
     epoch: int,
+    n_classes: int,
 ) -> tuple[float, float]:
+    """(mean loss over the rows trained on, mixed rows included; accuracy over the original rows)."""
     model.train()
-    total_loss, correct = 0.0, 0
+    total_loss, rows, correct = 0.0, 0, 0
     for xb, yb, lb in iterate_batches(train, config.batch_size, shuffle=True, generator=batches, device=device):
         if is_cancelled is not None and is_cancelled():
             raise SearchCancelled(
                 f"training cancelled during epoch {epoch}; the checkpoint, if any, keeps the "
                 f"{epoch - 1} finished epoch(s) and a new fit call resumes from it"
             )
+        targets: Tensor = yb
+        if config.mixup == "aam":
+            # Outside autocast: the similarities and difficulties that pick and weigh pairs stay in float32.
+            # Pairing draws from `batches`, which the checkpoint saves, so a resumed run mixes the same pairs.
+            xb, targets, lb = adaptive_acoustic_mixup(
+                model,
+                xb,
+                yb,
+                lb,
+                n_classes,
+                generator=batches,
+                threshold=config.mixup_threshold,
+                alpha=config.mixup_alpha,
+            )
         autocast = torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
         with autocast:
             logits = model(xb) if lb is None else model(xb, lb)
-            loss = F.cross_entropy(logits, yb)
+            # Integer targets without mixup, class probabilities with it: both are F.cross_entropy.
+            loss = F.cross_entropy(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.grad_clip is not None:
@@ -307,9 +337,10 @@ def _train_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        total_loss += loss.item() * len(yb)
-        correct += int((logits.argmax(dim=1) == yb).sum())
-    return total_loss / len(train), correct / len(train)
+        total_loss += loss.item() * len(targets)
+        rows += len(targets)
+        correct += int((logits[: len(yb)].argmax(dim=1) == yb).sum())
+    return total_loss / rows, correct / len(train)
 
 
 def predict_proba(
@@ -429,7 +460,9 @@ def _load_checkpoint(path: Path, config: TrainConfig, classes: tuple[str, ...]) 
             "delete it to train from scratch"
         )
     saved = state["config"]
-    changed = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
+    # A checkpoint written before a setting existed (e.g. mixup) was trained with that setting's default.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    changed = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k, defaults[k]) != v)
     if changed:
         raise ConfigError(
             f"checkpoint {path} was written with a different TrainConfig ({', '.join(changed)} differ); "

@@ -155,6 +155,37 @@ def test_resuming_with_another_config_is_refused(tmp_path: Path) -> None:
         fit(_model(), TRAIN, None, TrainConfig(epochs=1, lr=0.5), classes=CLASSES, checkpoint_path=checkpoint)
 
 
+def test_a_checkpoint_from_before_mixup_existed_resumes_and_a_changed_mixup_is_refused(tmp_path: Path) -> None:
+    config = TrainConfig(epochs=3, batch_size=16)
+    checkpoint = tmp_path / "fit.pt"
+
+    def crash_after_epoch_1(epoch: int, entry: dict[str, float]) -> None:
+        if epoch == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit(_model(), TRAIN, VAL, config, classes=CLASSES, checkpoint_path=checkpoint, on_epoch=crash_after_epoch_1)
+    state = torch.load(checkpoint, weights_only=True)
+    for key in ("mixup", "mixup_threshold", "mixup_alpha"):  # as written before these settings existed
+        del state["config"][key]
+    torch.save(state, checkpoint)
+    with pytest.raises(ConfigError, match="mixup"):
+        fit(
+            _model(),
+            TRAIN,
+            VAL,
+            TrainConfig(epochs=3, batch_size=16, mixup="aam"),
+            classes=CLASSES,
+            checkpoint_path=checkpoint,
+        )
+
+    resumed = _model()
+    result = fit(resumed, TRAIN, VAL, config, classes=CLASSES, checkpoint_path=checkpoint)
+    straight, straight_result = _straight_run(config)
+    assert result.history == straight_result.history
+    _assert_same_weights(resumed, straight)
+
+
 def test_early_stopping_restores_the_best_epoch() -> None:
     # Validation labels are shifted, so the better the model learns TRAIN the worse its validation UA.
     val = Examples(VAL.x, (VAL.y + 1) % 3)
