@@ -160,7 +160,7 @@ def predict_files(bundle: Path, paths: list[Path]) -> list[Prediction]:
 def _member_inputs(path: Path, specs: list[FeatureSpec]) -> dict[FeatureSpec, np.ndarray]:
     """The features of one file for each distinct spec, its audio decoded once per sample rate."""
     from nas.features.audio import load_audio
-    from nas.features.extract import compute_features
+    from nas.features.extract import signal_features
 
     signals: dict[int, np.ndarray] = {}
     inputs: dict[FeatureSpec, np.ndarray] = {}
@@ -169,13 +169,7 @@ def _member_inputs(path: Path, specs: list[FeatureSpec]) -> dict[FeatureSpec, np
             continue
         if spec.sample_rate not in signals:
             signals[spec.sample_rate] = load_audio(path, spec.sample_rate)
-        signal = signals[spec.sample_rate]
-        if spec.ssl is not None:
-            from nas.features.ssl import ssl_frames
-
-            inputs[spec] = ssl_frames(signal, spec)
-        else:
-            inputs[spec] = compute_features(signal, spec)
+        inputs[spec] = signal_features(signals[spec.sample_rate], spec)
     return inputs
 
 

@@ -82,6 +82,11 @@ class SpecBase(BaseModel):
     objective: Objective = Field(
         "ua", description="the validation metric that chooses among candidates (test scores never choose)"
     )
+    noise_snr_db: tuple[float, ...] = Field(
+        (),
+        description="also score each fold's test rows with white Gaussian noise at these SNRs in dB, e.g. "
+        "[20, 10, 0] as Li et al. (2026); networks only (an ensemble's members carry their own)",
+    )
 
     @field_validator("seed")
     @classmethod
@@ -150,6 +155,12 @@ class GeneticEnsembleSearch(SpecBase, GeneticEnsembleSections):
         from nas.trials import ensemble_members
 
         ensemble_members(self, trials, utterances)
+
+    @model_validator(mode="after")
+    def _no_noise_of_its_own(self) -> GeneticEnsembleSearch:
+        if self.noise_snr_db:
+            raise ValueError("noise_snr_db: an ensemble reads its members' stored predictions; score noise in theirs")
+        return self
 
     @model_validator(mode="after")
     def _members_named(self) -> GeneticEnsembleSearch:

@@ -125,6 +125,15 @@ def compute_features(signal: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     return features[np.newaxis].astype(np.float32, copy=False)
 
 
+def signal_features(signal: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """One new signal's features under any spec: `compute_features`, or the SSL model's frames."""
+    if spec.ssl is not None:
+        from nas.features.ssl import ssl_frames  # torch and transformers only when SSL frames are asked for
+
+        return ssl_frames(signal, spec)
+    return compute_features(signal, spec)
+
+
 def adaptive_max_pool(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Max-pool a (F, T) map to `size` with torch.nn.AdaptiveMaxPool2d's windows.
 

@@ -35,6 +35,7 @@ from nas.features.scaling import fit_scaler
 from nas.genome import Genome, Provenance
 from nas.metrics import classification_report, count_parameters, latency_ms, mean_std
 from nas.reporting import TrialState
+from nas.robustness import NOISE_KEYS, scores_under_noise
 from nas.strategies.base import FoldResult, SearchContext, SearchResult
 from nas.train import TrainConfig, fit, predict_proba
 
@@ -137,6 +138,17 @@ def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_di
         "fold": fold.index,
         "test_speakers": list(fold.test_speakers),
     }
+    if ctx.spec.noise_snr_db:  # after the clean test: nothing here feeds back into any choice
+        metrics["noise"] = scores_under_noise(
+            model,
+            genome.input,
+            [data.utterances[i].path for i in plan.test],
+            test.y,
+            data.classes,
+            ctx.spec.noise_snr_db,
+            seed=ctx.spec.seed + fold.index,
+            device="cpu",  # where the latency measurement above left the model
+        )
     genome = genome.model_copy(
         update={
             "provenance": Provenance(
@@ -189,6 +201,11 @@ def run_folds(
         results.append(result)
     best = max(results, key=lambda r: r.metrics[f"val_{ctx.spec.objective}"])
     summary = mean_std([r.metrics for r in results], SUMMARY_KEYS)
+    noise = [r.metrics["noise"] for r in results if "noise" in r.metrics]
+    if noise and len(noise) == len(results):  # every fold scored under noise (folds of older runs were not)
+        for snr in noise[0]:
+            scores = mean_std([n[snr] for n in noise], NOISE_KEYS)
+            summary |= {f"awgn_{snr}db_{key}": value for key, value in scores.items()}
     return SearchResult(results, best, summary)
 
 

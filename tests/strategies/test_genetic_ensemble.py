@@ -207,3 +207,10 @@ def test_the_command_line_runs_an_ensemble_of_result_folders_and_predicts_with_i
     assert main(["predict", str(out / "bundle.zip"), *map(str, files)]) == 0
     printed = capsys.readouterr().out
     assert all(f"{path}: " in printed for path in files)
+
+
+def test_an_ensemble_refuses_noise_scores_of_its_own(members, small_corpus):
+    with pytest.raises(ValueError, match="noise_snr_db: an ensemble reads its members' stored predictions"):
+        ensemble_spec(small_corpus, members).model_validate(
+            ensemble_spec(small_corpus, members).model_dump() | {"noise_snr_db": (10.0,)}
+        )
