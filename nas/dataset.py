@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from nas.augment.waveform import AudioAugment
 from nas.data.corpora import read_corpus
 from nas.data.selection import require_enough, select
 from nas.data.types import FileProblem, Utterance
 from nas.errors import DataError
-from nas.features.extract import extract
+from nas.features.extract import extract, extract_augmented
 from nas.features.spec import FeatureSpec
 from nas.reporting import Reporter
 from nas.spec import CorpusSpec
@@ -46,12 +47,29 @@ class PreparedData:
     classes: tuple[str, ...]
     problems: list[FileProblem] = field(default_factory=list)
     lengths: np.ndarray | None = None  # (N,) int64 true frame counts; frames only
+    augmented: list[np.ndarray] = field(default_factory=list)  # one array like `x` per augmented copy
+    augmented_lengths: list[np.ndarray] = field(default_factory=list)  # one like `lengths` per copy; frames only
 
     def __post_init__(self) -> None:
         assert len(self.utterances) == len(self.x) == len(self.y), "utterances, x and y must align"
+        assert all(a.shape == self.x.shape for a in self.augmented), "each augmented copy aligns with x"
+        assert len(self.augmented_lengths) == (len(self.augmented) if self.lengths is not None else 0), (
+            "one lengths per copy"
+        )
 
     def rows(self, index: np.ndarray) -> Examples:
+        """The original rows: what validation and test score on."""
         return Examples(self.x[index], self.y[index], None if self.lengths is None else self.lengths[index])
+
+    def training_rows(self, index: np.ndarray) -> Examples:
+        """The original rows followed by each augmented copy of them, labels repeated: what a model trains on."""
+        if not self.augmented:
+            return self.rows(index)
+        x = np.concatenate([self.x[index], *(copy[index] for copy in self.augmented)])
+        y = np.tile(self.y[index], 1 + len(self.augmented))
+        if self.lengths is None:
+            return Examples(x, y)
+        return Examples(x, y, np.concatenate([self.lengths[index], *(copy[index] for copy in self.augmented_lengths)]))
 
 
 def select_utterances(corpus: CorpusSpec, reporter: Reporter) -> tuple[list[Utterance], list[FileProblem]]:
@@ -79,8 +97,13 @@ def featurise(
     reporter: Reporter,
     cache_dir: Path | None,
     progress: bool = True,
+    augment: AudioAugment | None = None,
+    seed: int = 0,
 ) -> PreparedData:
-    """Decode and featurise the selected utterances; unusable files are reported by name and left out."""
+    """Decode and featurise the selected utterances; unusable files are reported by name and left out.
+
+    With `augment`, also featurise `augment.copies` augmented copies (seeded from `seed`) of every usable
+    utterance, for training rows."""
     extracted = extract(utterances, features, cache_dir, progress=progress)
     for problem in extracted.problems:
         reporter.log(f"skipped {problem}")
@@ -94,4 +117,17 @@ def featurise(
     classes = class_names(kept, corpus)
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[u.label] for u in kept], dtype=np.int64)
-    return PreparedData(kept, extracted.x, y, classes, problems + extracted.problems, extracted.lengths)
+    copies = [] if augment is None else extract_augmented(kept, features, augment, seed, cache_dir, progress=progress)
+    if failed := [problem for copy in copies for problem in copy.problems]:
+        # Each file decoded a moment ago for its original features: it changed or vanished since.
+        raise DataError(f"{len(failed)} file(s) could not be read again for augmentation, e.g. {failed[0]}")
+    return PreparedData(
+        kept,
+        extracted.x,
+        y,
+        classes,
+        problems + extracted.problems,
+        extracted.lengths,
+        augmented=[copy.x for copy in copies],
+        augmented_lengths=[copy.lengths for copy in copies if copy.lengths is not None],
+    )

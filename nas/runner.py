@@ -47,7 +47,15 @@ def run_search(
         utterances, problems = select_utterances(spec.corpus, reporter)
         strategy.preflight(spec, len(class_names(utterances, spec.corpus)), device)
         data = featurise(
-            utterances, problems, spec.corpus, spec.features, reporter, cache_dir or default_cache_dir(), progress
+            utterances,
+            problems,
+            spec.corpus,
+            spec.features,
+            reporter,
+            cache_dir or default_cache_dir(),
+            progress,
+            augment=spec.augment,
+            seed=spec.seed,
         )
         reporter.log(
             f"{len(data.utterances)} utterances, {len(data.classes)} classes ({', '.join(data.classes)}), "

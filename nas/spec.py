@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from nas.augment.waveform import AudioAugment
 from nas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -86,6 +87,12 @@ class SpecBase(BaseModel):
         (),
         description="also score each fold's test rows with white Gaussian noise at these SNRs in dB, e.g. "
         "[20, 10, 0] as Li et al. (2026); networks only (an ensemble's members carry their own)",
+    )
+    augment: AudioAugment | None = Field(
+        None,
+        description="train on augmented copies of each training utterance besides the original (time stretch, "
+        "pitch shift, white noise as Li et al. (2026)); never applied to validation or test rows; None: no "
+        "augmentation",
     )
 
     @field_validator("seed")
@@ -160,6 +167,12 @@ class GeneticEnsembleSearch(SpecBase, GeneticEnsembleSections):
     def _no_noise_of_its_own(self) -> GeneticEnsembleSearch:
         if self.noise_snr_db:
             raise ValueError("noise_snr_db: an ensemble reads its members' stored predictions; score noise in theirs")
+        return self
+
+    @model_validator(mode="after")
+    def _no_augment_of_its_own(self) -> GeneticEnsembleSearch:
+        if self.augment is not None:
+            raise ValueError("augment: an ensemble trains nothing; augment the searches of its members instead")
         return self
 
     @model_validator(mode="after")

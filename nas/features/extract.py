@@ -5,8 +5,9 @@ Maps are (N, 1, F, T); frame sequences are (N, T, D), zero-padded, with their tr
 A search runs many trials over the same corpus, and several searches share corpora, so
 features are cached on disk under the sha256 of each file's bytes and the spec's key:
 renaming, copying or touching a file costs nothing, editing it or changing the spec
-recomputes. Scaling is not applied here: it must be fitted per fold on training speakers
-only (see nas.features.scaling).
+recomputes. Augmented copies of training utterances (nas.augment.waveform) go through the
+same pool and cache, in a folder per copy inside the spec's. Scaling is not applied here:
+it must be fitted per fold on training speakers only (see nas.features.scaling).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import multiprocessing
 import os
 import signal
@@ -30,6 +32,7 @@ import numpy as np
 import threadpoolctl
 from tqdm import tqdm
 
+from nas.augment.waveform import AudioAugment, augment_signal, copy_seed
 from nas.data.types import FileProblem, Utterance
 from nas.errors import ConfigError
 from nas.features.audio import AudioError, load_audio, pad_or_truncate, read_bytes
@@ -184,14 +187,69 @@ def extract(
         from nas.features.ssl import extract_ssl  # torch and transformers only when SSL frames are asked for
 
         return extract_ssl(utterances, spec, cache_dir, progress=progress)
+    spec_dir = None if cache_dir is None else Path(cache_dir) / spec.cache_key()
+    return _extract(utterances, spec, spec_dir, workers, progress, None)
+
+
+def extract_augmented(
+    utterances: Sequence[Utterance],
+    spec: FeatureSpec,
+    augment: AudioAugment,
+    seed: int,
+    cache_dir: Path | None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[FeatureSet]:
+    """The features of `augment.copies` augmented copies of every utterance, one FeatureSet per copy.
+
+    Same cache and process pool as `extract`; a copy's entry is keyed by the file's content, the feature
+    spec, the augmentation settings, `seed` and the copy index, and each copy is seeded from the seed,
+    the file's content digest and the copy index, so it is reproducible and computed once.
+    """
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    if spec.ssl is not None:
+        raise ConfigError(
+            "augment: waveform augmentation is not supported with SSL frames (features.ssl) yet; "
+            "leave augment unset or use spectral frontends"
+        )
+    copies = []
+    for copy in range(augment.copies):
+        augmentation = Augmentation(augment, seed, copy)
+        copy_dir = None if cache_dir is None else Path(cache_dir) / spec.cache_key() / augmentation.folder()
+        copies.append(_extract(utterances, spec, copy_dir, workers, progress, augmentation))
+    return copies
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Which augmented copy of each file to compute: copy `copy` of `settings` under the search's `seed`."""
+
+    settings: AudioAugment
+    seed: int
+    copy: int
+
+    def folder(self) -> str:
+        """The copy's cache folder, inside its feature spec's."""
+        return f"augment-{self.settings.cache_key()}-seed{self.seed}-copy{self.copy}"
+
+
+def _extract(
+    utterances: Sequence[Utterance],
+    spec: FeatureSpec,
+    spec_dir: Path | None,
+    workers: int | None,
+    progress: bool,
+    augmentation: Augmentation | None,
+) -> FeatureSet:
     n = len(utterances)
     x = np.zeros((n, *spec.output_shape), dtype=np.float32)
     lengths = np.zeros(n, dtype=np.int64)
     ok = np.zeros(n, dtype=bool)
     problems: dict[int, FileProblem] = {}
-    spec_dir = None if cache_dir is None else Path(cache_dir) / spec.cache_key()
     from_cache = 0
-    with tqdm(total=n, desc="features", unit="file", disable=not progress) as bar:
+    desc = "features" if augmentation is None else f"augmented copy {augmentation.copy + 1}"
+    with tqdm(total=n, desc=desc, unit="file", disable=not progress) as bar:
         todo: list[tuple[int, Path]] = []
         for index, utterance in enumerate(utterances):
             cached = None if spec_dir is None else cached_features(spec_dir, Path(utterance.path), spec)
@@ -202,8 +260,8 @@ def extract(
             from_cache += 1
             bar.update()
         if todo and spec_dir is not None:
-            describe_cache(spec_dir, spec)
-        with closing(_compute(todo, spec, spec_dir, workers)) as results:
+            describe_cache(spec_dir, spec if augmentation is None else augmentation)
+        with closing(_compute(todo, spec, spec_dir, workers, augmentation)) as results:
             for index, features, reason in results:
                 if features is None:
                     problems[index] = FileProblem(Path(utterances[index].path), reason)
@@ -226,10 +284,14 @@ def place(x: np.ndarray, index: int, features: np.ndarray) -> int:
 
 
 def _compute(
-    todo: list[tuple[int, Path]], spec: FeatureSpec, spec_dir: Path | None, workers: int | None
+    todo: list[tuple[int, Path]],
+    spec: FeatureSpec,
+    spec_dir: Path | None,
+    workers: int | None,
+    augmentation: Augmentation | None = None,
 ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
     """(index, features or None, problem or None) for each file in `todo`, in order."""
-    work = functools.partial(_extract_file, spec=spec, spec_dir=spec_dir)
+    work = functools.partial(_extract_file, spec=spec, spec_dir=spec_dir, augmentation=augmentation)
     n_workers = _n_workers(len(todo), workers)
     if n_workers <= 1:
         # One BLAS thread, as in the workers: features are then bit-identical however computed.
@@ -264,12 +326,16 @@ def _init_worker() -> None:
 
 
 def _extract_file(
-    item: tuple[int, Path], spec: FeatureSpec, spec_dir: Path | None
+    item: tuple[int, Path], spec: FeatureSpec, spec_dir: Path | None, augmentation: Augmentation | None = None
 ) -> tuple[int, np.ndarray | None, str | None]:
     index, path = item
     try:
         data = read_bytes(path)
-        features = compute_features(load_audio(path, spec.sample_rate, data=data), spec)
+        audio = load_audio(path, spec.sample_rate, data=data)
+        if augmentation is not None:
+            seed = copy_seed(augmentation.seed, hashlib.sha256(data).hexdigest(), augmentation.copy)
+            audio = augment_signal(audio, spec.sample_rate, augmentation.settings, seed)
+        features = compute_features(audio, spec)
     except AudioError as exc:
         return index, None, exc.reason
     if spec_dir is not None:
@@ -305,10 +371,16 @@ def cached_features(spec_dir: Path, path: Path, spec: FeatureSpec) -> np.ndarray
     return features if fits and features.dtype == np.float32 else None
 
 
-def describe_cache(spec_dir: Path, spec: FeatureSpec) -> None:
-    """Write the spec beside its entries so a cache directory can be traced back to its settings."""
+def describe_cache(spec_dir: Path, spec: FeatureSpec | Augmentation) -> None:
+    """Write the spec (or an augmented copy's settings) beside its entries so a cache directory can be traced
+    back to its settings."""
     target = spec_dir / "spec.json"
-    if not target.exists():
+    if target.exists():
+        return
+    if isinstance(spec, Augmentation):
+        settings = {"augment": spec.settings.model_dump(mode="json"), "seed": spec.seed, "copy": spec.copy}
+        _atomic_write(target, json.dumps(settings, indent=2).encode())
+    else:
         _atomic_write(target, spec.model_dump_json(indent=2).encode())
 
 
