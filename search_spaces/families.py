@@ -49,9 +49,14 @@ FAMILIES: dict[str, SearchableFamily] = {
 FamilyName = Literal[tuple(FAMILIES)]
 
 
+LAYOUTS = {"map": "(F, T) maps", "frames": "(T, D) frame sequences"}
+
+
 def check_layout(families: tuple[str, ...], layout: str) -> None:
     """Refuse features whose layout some of `families` cannot read, naming them and what they read."""
-    misfits = [f"{name} reads {get_family(name).layout}s" for name in families if get_family(name).layout != layout]
+    misfits = [
+        f"{name} reads {LAYOUTS[get_family(name).layout]}" for name in families if get_family(name).layout != layout
+    ]
     if misfits:
         raise ValueError(f"features: the layout is {layout!r}, but {', '.join(misfits)}; set features.layout to match")
 

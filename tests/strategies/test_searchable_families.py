@@ -63,10 +63,10 @@ def test_tpe_asha_searches_the_family_and_retrains_its_best(family, small_corpus
 
 
 def test_a_family_on_features_it_cannot_read_is_refused_naming_it(small_corpus):
-    with pytest.raises(ConfigError, match=r"macnn-icasa reads maps; set features\.layout"):
+    with pytest.raises(ConfigError, match=r"macnn-icasa reads \(F, T\) maps; set features\.layout"):
         _spec(small_corpus, {"space.family": "macnn-icasa", "space.params": None})  # the preset's MFCC frames
     corpus = CorpusSpec(name="ravdess", root=small_corpus)
-    with pytest.raises(ConfigError, match="hmoe-simba reads frames"):
+    with pytest.raises(ConfigError, match=r"hmoe-simba reads \(T, D\) frame sequences"):
         spec_from_preset(
             "cnn-families-demo",
             corpus,
