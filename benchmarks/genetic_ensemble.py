@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.machine import cpu_model
 from nas.bundle import SPEC
+from nas.data.folds import make_folds
 from nas.dataset import select_utterances
 from nas.genetic import evolve
 from nas.reporting import InMemoryReporter
@@ -126,7 +127,7 @@ def run_speed(out: Path, corpus: CorpusSpec) -> dict[str, Any]:
     members = [str(out / "members" / name) for name in member_specs(corpus)]
     spec = spec_from_preset("genetic-ensemble", corpus, {"space.searches": members}, folds=FoldSpec(n_folds=N_FOLDS))
     utterances, _ = select_utterances(corpus, InMemoryReporter())
-    rows = ensemble_members(spec, FolderTrials(), utterances)[0]
+    rows = ensemble_members(spec, FolderTrials(), make_folds(spec, utterances), utterances)[0]
     cases = {f"fold 0 ({rows.val.shape[1]} validation rows, {rows.val.shape[0]} members)": (rows.val, rows.val_labels)}
     rng = np.random.default_rng(0)
     for n in (1_000, 10_000):

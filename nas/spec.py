@@ -159,9 +159,10 @@ class GeneticEnsembleSearch(SpecBase, GeneticEnsembleSections):
     )
 
     def check_inputs(self, trials: TrialSource, utterances: Sequence[Utterance]) -> None:
+        from nas.data.folds import make_folds
         from nas.trials import ensemble_members
 
-        ensemble_members(self, trials, utterances)
+        ensemble_members(self, trials, make_folds(self, utterances), utterances)
 
     @model_validator(mode="after")
     def _no_noise_of_its_own(self) -> GeneticEnsembleSearch:

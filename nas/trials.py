@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from nas.bundle import FOLD_DONE, GENOME, METRICS, PREDICTIONS, SPEC, WEIGHTS
-from nas.data.folds import Fold, make_folds
+from nas.data.folds import Fold
 from nas.data.types import Utterance
 from nas.errors import ConfigError
 from nas.genome import Genome
@@ -107,15 +107,15 @@ class FolderTrials(TrialSource):
 
 
 def ensemble_members(
-    spec: GeneticEnsembleSearch, source: TrialSource, utterances: Sequence[Utterance]
+    spec: GeneticEnsembleSearch, source: TrialSource, folds: list[Fold], utterances: Sequence[Utterance]
 ) -> dict[int, FoldRows]:
-    """Per fold of the spec, its members and their predictions; refuses, naming them, members that do not fit.
+    """Per fold (the spec's folds of `utterances`), its members and their predictions; refuses, naming them,
+    members that do not fit.
 
     Members are the named trials, or per fold the `top_k` fold models of the named searches by validation
     objective. They must come from searches with the spec's corpus, folds and seed, predict the same
     classes and be scored on the same validation and test rows, the test rows being the spec's fold's.
     """
-    folds = make_folds(spec, utterances)
     by_fold = _choose(spec, source, {fold.index for fold in folds})
     return {fold.index: _fold_rows(fold, by_fold[fold.index], utterances) for fold in folds}
 

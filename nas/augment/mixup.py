@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas.ops.frames import valid_frames
+
 
 def adaptive_acoustic_mixup(
     model: nn.Module,
@@ -54,7 +56,7 @@ def adaptive_acoustic_mixup(
     # Eq. 3 of Li et al. (2026) written as a sigmoid: 1 / (1 + exp(a)) = sigmoid(-a).
     lam = torch.sigmoid(-alpha * (difficulty[first] - difficulty[second])).to(x.dtype)
 
-    source = x if lengths is None else torch.where(_valid_frames(x, lengths).unsqueeze(-1), x, 0)
+    source = x if lengths is None else torch.where(valid_frames(lengths, x.shape[1], x.device).unsqueeze(-1), x, 0)
     weight = lam.view(-1, *([1] * (x.dim() - 1)))
     x_mixed = weight * source[first] + (1 - weight) * source[second]
     y_mixed = lam[:, None] * onehot[first] + (1 - lam[:, None]) * onehot[second]
@@ -65,11 +67,6 @@ def adaptive_acoustic_mixup(
         # were zero-padded to one size. The shorter length would cut real frames of the longer utterance.
         lengths_out = torch.cat([lengths, torch.maximum(lengths[first], lengths[second])])
     return torch.cat([x, x_mixed]), torch.cat([onehot, y_mixed]), lengths_out
-
-
-def _valid_frames(x: Tensor, lengths: Tensor) -> Tensor:
-    """(B, T) bool: which frames of the padded sequences (B, T, D) are real."""
-    return torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
 
 
 def _similarity(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -83,7 +80,7 @@ def _similarity(x: Tensor, lengths: Tensor | None) -> Tensor:
         if lengths is None:
             vectors = x.flatten(1)
         else:
-            valid = _valid_frames(x, lengths).unsqueeze(-1)
+            valid = valid_frames(lengths, x.shape[1], x.device).unsqueeze(-1)
             vectors = torch.where(valid, x, 0).sum(1) / lengths.clamp(min=1)[:, None].to(x.dtype)
         unit = F.normalize(vectors.double(), dim=1)  # float64: a threshold decision should not hinge on rounding
         return unit @ unit.T

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+from nas.ops.frames import check_frames, frame_width
 from search_spaces.bigru import BiGruArchitecture
 
 _GRU_WEIGHTS = ("weight_ih", "weight_hh")  # torch's names for the input and recurrent matrices of nn.GRU
@@ -34,12 +35,10 @@ class BiGruHead(nn.Module):
 
     def __init__(self, arch: BiGruArchitecture, input_shape: tuple[int, int], n_classes: int) -> None:
         super().__init__()
-        assert len(input_shape) == 2, f"input_shape is (T, D), got {input_shape}"
-        t, d = input_shape
-        assert t >= 1 and d >= 1, f"input_shape (T, D) must be positive, got {input_shape}"
+        d = frame_width(input_shape)
         assert n_classes >= 2, f"need at least 2 classes, got {n_classes}"
         self.arch = arch
-        self.input_shape = (t, d)
+        self.input_shape = tuple(input_shape)
         self.dropout = nn.Dropout(arch.dropout)
         self.norm = nn.LayerNorm(d)  # per frame, over the feature axis D
         grus = []
@@ -51,17 +50,9 @@ class BiGruHead(nn.Module):
         self.classifier = nn.Linear(width, n_classes)  # width = 2 * units of the last layer
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        assert x.dim() == 3, f"expected (B, T, D) frames, got shape {tuple(x.shape)}"
-        b, t, d = x.shape
-        assert d == self.input_shape[1], f"expected frames of width D={self.input_shape[1]}, got {d}"
-        assert lengths.shape == (b,), f"expected lengths of shape ({b},), got {tuple(lengths.shape)}"
-        assert not lengths.is_floating_point(), f"lengths must be integer frame counts, got {lengths.dtype}"
-        assert bool((lengths >= 1).all()) and bool((lengths <= t).all()), (
-            f"every length must lie in 1..T={t}, got min {int(lengths.min())}, max {int(lengths.max())}"
-        )
+        valid = check_frames(x, lengths, self.input_shape[1])  # (B, T) bool
 
         x = self.dropout(x)  # (B, T, D), elementwise, as Keras' Dropout on the frame sequence
-        valid = torch.arange(t, device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T) bool
         x = x * valid[:, :, None]  # (B, T, D): padded frames are exactly zero
         x = self.norm(x)  # (B, T, D); padded frames become the LayerNorm bias, but no GRU reads them
 

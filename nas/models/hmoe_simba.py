@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nas.ops.einfft import EinFFT
+from nas.ops.frames import check_frames, frame_width
 from nas.ops.mamba import make_mamba
 from search_spaces.hmoe_simba import HmoeSimbaArchitecture
 
@@ -137,14 +138,12 @@ class Simba(nn.Module):
 class HmoeSimba(nn.Module):
     """(B, T, D) zero-padded frames + (B,) lengths -> (B, n_classes) logits."""
 
-    def __init__(self, arch: HmoeSimbaArchitecture, input_shape: tuple[int, int], n_classes: int) -> None:
+    def __init__(self, arch: HmoeSimbaArchitecture, input_shape: tuple[int, ...], n_classes: int) -> None:
         super().__init__()
-        assert len(input_shape) == 2, f"input_shape is (T, D), got {input_shape}"
-        t, d = input_shape
-        assert t >= 1 and d >= 1, f"input_shape (T, D) must be positive, got {input_shape}"
+        d = frame_width(input_shape)
         assert n_classes >= 2, f"need at least 2 classes, got {n_classes}"
         self.arch = arch
-        self.input_shape = (t, d)
+        self.input_shape = tuple(input_shape)
         e = arch.expert_dim
         self.lstm = LstmExpert(d, e, arch.lstm_layers, arch.dropout)
         self.cnn = CnnExpert(d, e, arch.cnn_layers, arch.cnn_kernel, arch.dropout)
@@ -155,16 +154,8 @@ class HmoeSimba(nn.Module):
         self.classifier = nn.Linear(arch.einfft_dim if arch.simba else e, n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        assert x.dim() == 3, f"expected (B, T, D) frames, got shape {tuple(x.shape)}"
-        b, t, d = x.shape
-        assert d == self.input_shape[1], f"expected frames of width D={self.input_shape[1]}, got {d}"
-        assert lengths.shape == (b,), f"expected lengths of shape ({b},), got {tuple(lengths.shape)}"
-        assert not lengths.is_floating_point(), f"lengths must be integer frame counts, got {lengths.dtype}"
-        assert bool((lengths >= 1).all()) and bool((lengths <= t).all()), (
-            f"every length must lie in 1..T={t}, got min {int(lengths.min())}, max {int(lengths.max())}"
-        )
+        valid = check_frames(x, lengths, self.input_shape[1])  # (B, T) bool
         lengths = lengths.to(x.device)
-        valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None]  # (B, T) bool
         x = zero_padding(x, valid)  # (B, T, D): whatever the caller padded with, padding is zero from here on
 
         experts = torch.stack([self.lstm(x, lengths), self.cnn(x, valid), self.transformer(x, valid)], dim=1)
@@ -180,5 +171,4 @@ class HmoeSimba(nn.Module):
 
 
 def build(arch: HmoeSimbaArchitecture, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    assert len(input_shape) == 2, f"hmoe-simba reads frame sequences: input_shape is (T, D), got {input_shape}"
-    return HmoeSimba(arch, (input_shape[0], input_shape[1]), n_classes)
+    return HmoeSimba(arch, input_shape, n_classes)

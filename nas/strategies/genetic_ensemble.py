@@ -44,7 +44,7 @@ class GeneticEnsembleStrategy(SearchStrategy):
         spec: GeneticEnsembleSearch = ctx.spec
         utterances, _ = select_utterances(spec.corpus, ctx.reporter)  # the listing only: no audio is decoded
         folds = make_folds(spec, utterances)
-        rows = ensemble_members(spec, ctx.trials, utterances)
+        rows = ensemble_members(spec, ctx.trials, folds, utterances)
         for fold, members in rows.items():
             ctx.reporter.log(f"fold {fold}: {len(members.members)} members: {', '.join(members.names)}")
         result = run_folds(ctx, lambda fold, fold_dir: _run_fold(ctx, fold, rows[fold.index], fold_dir), folds)
