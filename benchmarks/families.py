@@ -1,6 +1,6 @@
 """Size and batch-1 CPU latency of the MACNN-ICASA and HMoE-SiMBA families and of their papers' ablations.
 
-MACNN (Li et al., 2026) on one 2 s segment of 39 MFCC rows x 200 frames, with ICASA, ICA only, SA only and
+MACNN (Li et al., 2026) on one 2 s segment of 200 frames of 39 MFCCs, with ICASA, ICA only, SA only and
 no attention; HMoE-SiMBA (Wang & Duan, 2025) on 8 s of 260-d frames (40 MFCC + deltas + delta-deltas,
 128 mel, 12 chroma at a 10 ms hop: 800 frames), whole, without the router and without SiMBA; 8 classes.
 Untrained models (latency does not depend on the weights); `nas.metrics.latency_ms` (warm-up runs, then
@@ -25,7 +25,7 @@ from search_spaces.macnn import MacnnArchitecture
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 8
-MACNN_SEGMENT = (1, 39, 200)
+MACNN_SEGMENT = (200, 39)
 HMOE_FRAMES = (800, 260)
 
 
@@ -40,7 +40,7 @@ def main() -> None:
         f"macnn-icasa, attention {kind}": (
             macnn.build(MacnnArchitecture(attention=kind), MACNN_SEGMENT, N_CLASSES),
             MACNN_SEGMENT,
-            False,
+            True,
         )
         for kind in ("icasa", "ica", "sa", "none")
     }

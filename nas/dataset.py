@@ -9,11 +9,12 @@ import numpy as np
 
 from nas.augment.waveform import AudioAugment
 from nas.data.corpora import read_corpus
+from nas.data.segments import window_index
 from nas.data.selection import require_enough, select
 from nas.data.types import FileProblem, Utterance
 from nas.errors import DataError
 from nas.features.extract import extract, extract_augmented
-from nas.features.spec import FeatureSpec
+from nas.features.spec import FeatureSpec, Segments
 from nas.reporting import Reporter
 from nas.spec import CorpusSpec
 
@@ -35,6 +36,13 @@ class Examples:
 
     def rows(self, index: np.ndarray) -> Examples:
         return Examples(self.x[index], self.y[index], None if self.lengths is None else self.lengths[index])
+
+    def windows(self, frames: int, stride: int) -> Examples:
+        """Every window of every sequence (`nas.data.segments.window_index`), labelled with its sequence's label."""
+        assert self.lengths is not None, "windows are cut from frame sequences, which carry their lengths"
+        index = window_index(self.lengths, self.x.shape[1], frames, stride)
+        x = np.where(index.valid[..., None], self.x[index.rows[:, None], index.positions], 0)  # (N, frames, D)
+        return Examples(x.astype(self.x.dtype, copy=False), self.y[index.rows], index.lengths)
 
 
 @dataclass
@@ -61,15 +69,19 @@ class PreparedData:
         """The original rows: what validation and test score on."""
         return Examples(self.x[index], self.y[index], None if self.lengths is None else self.lengths[index])
 
-    def training_rows(self, index: np.ndarray) -> Examples:
-        """The original rows followed by each augmented copy of them, labels repeated: what a model trains on."""
+    def training_rows(self, index: np.ndarray, segments: Segments | None = None) -> Examples:
+        """The original rows followed by each augmented copy of them, labels repeated: what a model trains on;
+        with `segments`, each cut into its training windows."""
         if not self.augmented:
-            return self.rows(index)
-        x = np.concatenate([self.x[index], *(copy[index] for copy in self.augmented)])
-        y = np.tile(self.y[index], 1 + len(self.augmented))
-        if self.lengths is None:
-            return Examples(x, y)
-        return Examples(x, y, np.concatenate([self.lengths[index], *(copy[index] for copy in self.augmented_lengths)]))
+            rows = self.rows(index)
+        else:
+            x = np.concatenate([self.x[index], *(copy[index] for copy in self.augmented)])
+            y = np.tile(self.y[index], 1 + len(self.augmented))
+            lengths = None
+            if self.lengths is not None:
+                lengths = np.concatenate([self.lengths[index], *(copy[index] for copy in self.augmented_lengths)])
+            rows = Examples(x, y, lengths)
+        return rows if segments is None else rows.windows(segments.frames, segments.train_stride)
 
 
 def select_utterances(corpus: CorpusSpec, reporter: Reporter) -> tuple[list[Utterance], list[FileProblem]]:

@@ -40,7 +40,7 @@ FAMILIES: dict[str, SearchableFamily] = {
     "cnn-transformer": SearchableFamily(
         cnn_transformer.CnnTransformerArchitecture, cnn_transformer.SPACE, cnn_lstm.RECIPE, "map"
     ),
-    "macnn-icasa": SearchableFamily(macnn.MacnnArchitecture, macnn.SPACE, macnn.RECIPE, "map"),
+    "macnn-icasa": SearchableFamily(macnn.MacnnArchitecture, macnn.SPACE, macnn.RECIPE, "frames"),
     "hmoe-simba": SearchableFamily(hmoe_simba.HmoeSimbaArchitecture, hmoe_simba.SPACE, hmoe_simba.RECIPE, "frames"),
 }
 

@@ -26,6 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nas.features.spec import Chroma, FeatureSpec, LogMel, Mfcc
 from nas.recipe import TrainRecipe
 from search_spaces.distributions import CategoricalDistribution, Distribution, FloatDistribution, IntDistribution
 
@@ -99,4 +100,15 @@ RECIPE = TrainRecipe(
     gamma=0.9,
     grad_clip=None,
     monitor="val_ua",
+)
+
+# Wang & Duan (2025): 40 MFCCs + deltas + delta-deltas, 128 log-mel bands and 12 chroma bins per frame
+# (260 values); 25 ms frames at a 10 ms hop, whole utterances (RAVDESS' last 3-5 s; 6 s keeps them whole).
+FEATURES = FeatureSpec(
+    frontends=(Mfcc(n_mfcc=40, deltas=2), LogMel(n_mels=128), Chroma(n_chroma=12)),
+    layout="frames",
+    pool_to=None,
+    duration_s=6.0,
+    n_fft=400,
+    hop_length=160,
 )

@@ -13,7 +13,8 @@ then one fully connected layer. Li et al. interleave ICASA modules with the conv
 ICA is coordinate attention (Hou et al., 2021) with a depthwise-separable conv and h-swish (reduction
 ratio 32); SA is shuffle attention (Zhang & Yang, 2021) with G = 4 groups. `attention` selects Li et al.'s
 ablations (Table 10): ICA alone, SA alone, none. Trained with Adam at 1e-3, weight decay 1e-6, batch 32,
-60 epochs. Their adaptive acoustic mixup and 2 s segmentation are training- and data-side, not here.
+60 epochs. Their adaptive acoustic mixup and 2 s segmentation are training- and data-side (`TrainRecipe.mixup`,
+`FeatureSpec.segments`), not here; `FEATURES` is their input with that segmentation.
 
 Torch-free: the network is built by `nas.models.macnn`.
 """
@@ -24,6 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nas.features.spec import FeatureSpec, Mfcc, Segments
 from nas.recipe import TrainRecipe
 from search_spaces.distributions import CategoricalDistribution, Distribution, FloatDistribution
 
@@ -95,4 +97,18 @@ SPACE: dict[str, Distribution] = {
 # early stopping is named.
 RECIPE = TrainRecipe(
     optimizer="adam", lr=1e-3, weight_decay=1e-6, batch_size=32, epochs=60, schedule="constant", grad_clip=None
+)
+
+# Li et al. (2026), 3.1: 13 MFCCs from 26 mel filters + deltas + delta-deltas, 25 ms Hamming windows at a 10 ms
+# hop, cut into 2 s segments every 1 s for training and every 0.4 s for testing. RAVDESS utterances last 3-5 s;
+# 6 s keeps them whole.
+FEATURES = FeatureSpec(
+    frontends=(Mfcc(n_mfcc=13, deltas=2, n_mels=26),),
+    layout="frames",
+    pool_to=None,
+    duration_s=6.0,
+    n_fft=400,
+    window="hamming",
+    hop_length=160,
+    segments=Segments(frames=200, train_stride=100, test_stride=40),
 )

@@ -46,9 +46,6 @@ _MIN_FILES_PER_WORKER = 256
 # librosa.feature.delta's default Savitzky-Golay window.
 _DELTA_WIDTH = 9
 
-# Every MFCC frontend sees at least this many mel bands, as librosa's own default does.
-_MIN_MFCC_MELS = 128
-
 
 @dataclass
 class FeatureSet:
@@ -100,7 +97,8 @@ def compute_features(signal: np.ndarray, spec: FeatureSpec) -> np.ndarray:
         signal = pad_or_truncate(signal, max(shortest, min(len(signal), spec.n_samples)))
     else:
         signal = pad_or_truncate(signal, spec.n_samples)
-    power = np.abs(librosa.stft(signal, n_fft=spec.n_fft, hop_length=spec.hop_length, center=True)) ** 2
+    stft = librosa.stft(signal, n_fft=spec.n_fft, hop_length=spec.hop_length, window=spec.window, center=True)
+    power = np.abs(stft) ** 2
     log_mels: dict[int, np.ndarray] = {}
 
     def log_mel(n_mels: int) -> np.ndarray:
@@ -112,7 +110,7 @@ def compute_features(signal: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     blocks: list[np.ndarray] = []
     for frontend in spec.frontends:
         if isinstance(frontend, Mfcc):
-            mfcc = librosa.feature.mfcc(S=log_mel(max(_MIN_MFCC_MELS, frontend.n_mfcc)), n_mfcc=frontend.n_mfcc)
+            mfcc = librosa.feature.mfcc(S=log_mel(frontend.mel_bands), n_mfcc=frontend.n_mfcc)
             blocks.append(mfcc)
             blocks.extend(librosa.feature.delta(mfcc, order=order) for order in range(1, frontend.deltas + 1))
         elif isinstance(frontend, LogMel):

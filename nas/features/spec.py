@@ -18,14 +18,31 @@ class _Frontend(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Every MFCC frontend that names no mel bands sees at least this many, as librosa's own default does.
+MIN_MFCC_MELS = 128
+
+
 class Mfcc(_Frontend):
     kind: Literal["mfcc"] = "mfcc"
     n_mfcc: int = Field(128, ge=1, le=256)
     deltas: Literal[0, 1, 2] = Field(0, description="0: MFCC only; 1: + delta; 2: + delta and delta-delta")
+    n_mels: int | None = Field(
+        None, ge=1, le=512, description=f"mel bands the MFCCs are taken from; default max({MIN_MFCC_MELS}, n_mfcc)"
+    )
+
+    @model_validator(mode="after")
+    def _enough_mels(self) -> Mfcc:
+        if self.n_mels is not None and self.n_mels < self.n_mfcc:
+            raise ValueError(f"n_mels {self.n_mels} gives at most {self.n_mels} MFCCs, fewer than n_mfcc {self.n_mfcc}")
+        return self
 
     @property
     def n_features(self) -> int:
         return self.n_mfcc * (1 + self.deltas)
+
+    @property
+    def mel_bands(self) -> int:
+        return self.n_mels or max(MIN_MFCC_MELS, self.n_mfcc)
 
 
 class LogMel(_Frontend):
@@ -64,6 +81,22 @@ class Ssl(_Frontend):
         return self.dim
 
 
+class Segments(BaseModel):
+    """Fixed-length windows of a frame sequence, the segment protocol of MACNN (Xu et al., 2021) and
+    AAM-ICASA-MACNN (Li et al., 2026): a network trains on windows cut every `train_stride` frames from the
+    training utterances, each labelled with its utterance's label, and scores an utterance by the mean of its
+    windows' class probabilities, cut every `test_stride` frames. Windows start at 0, `stride`, ... while they
+    fit; when the last one stops short of the end, one more window ends at the last frame, so no frame is left
+    out; an utterance shorter than a window is one window, zero-padded (zero: the training mean, after scaling).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frames: int = Field(200, ge=1, description="frames per window; 200 at a 10 ms hop is Li et al.'s 2 s")
+    train_stride: int = Field(100, ge=1, description="frames between training windows; Li et al.: 1 s")
+    test_stride: int = Field(40, ge=1, description="frames between the windows an utterance is scored on; 0.4 s")
+
+
 Frontend = Annotated[Mfcc | LogMel | Chroma | Ssl, Field(discriminator="kind")]
 
 # Frame rate of HuBERT-style models on 16 kHz audio: a 320-sample hop of their convolutional encoder.
@@ -87,6 +120,7 @@ class FeatureSpec(BaseModel):
     sample_rate: int = Field(16000, ge=4000, le=96000, description="audio is resampled to this rate")
     duration_s: float = Field(8.0, gt=0, le=60, description="zero-pad or truncate every utterance to this")
     n_fft: int = Field(1024, ge=64)
+    window: Literal["hann", "hamming"] = Field("hann", description="the STFT's analysis window")
     hop_length: int = Field(250, ge=16)
     pool_to: tuple[int, int] | None = Field(
         (128, 128), description="max-pool the (F, T) map down to this size; None keeps it"
@@ -97,6 +131,9 @@ class FeatureSpec(BaseModel):
     layout: Literal["map", "frames"] = Field("map", description="map: (1, F, T) images; frames: (T, D) sequences")
     max_frames: int | None = Field(
         None, ge=1, description="frames layout: pad or cut every sequence to this; default: the frames of duration_s"
+    )
+    segments: Segments | None = Field(
+        None, description="frames layout: networks read fixed-length windows and score an utterance by their mean"
     )
 
     @model_validator(mode="before")
@@ -122,6 +159,8 @@ class FeatureSpec(BaseModel):
             raise ValueError("pool_to applies to the map layout only: set pool_to null for layout 'frames'")
         if self.layout == "map" and self.max_frames is not None:
             raise ValueError("max_frames applies to the frames layout only: set max_frames null for layout 'map'")
+        if self.layout == "map" and self.segments is not None:
+            raise ValueError("segments apply to the frames layout only: set segments null or layout 'frames'")
         if self.pool_to is not None:
             f, t = self.raw_shape
             if self.pool_to[0] > f or self.pool_to[1] > t:
@@ -161,6 +200,14 @@ class FeatureSpec(BaseModel):
         return 1, f, t
 
     @property
+    def network_shape(self) -> tuple[int, ...]:
+        """One example as the network inside a model reads it: one window (frames, D) when segmented, else
+        `output_shape`."""
+        if self.segments is not None:
+            return self.segments.frames, self.n_features
+        return self.output_shape
+
+    @property
     def scaled_features(self) -> int:
         """Features the per-feature scaler standardises: the map's rows as a model reads them (after
         pooling), or the frames' width."""
@@ -169,7 +216,7 @@ class FeatureSpec(BaseModel):
 
     def cache_key(self) -> str:
         """Names the cached features: everything that changes them (scaling happens later, per fold;
-        frame sequences are cached unpadded, so `max_frames` is applied on reading), and librosa's
-        version, so an upgrade never reuses features computed by an older one."""
-        extraction = self.model_dump_json(exclude={"scaling", "max_frames"})
+        frame sequences are cached unpadded, so `max_frames` and `segments` are applied on reading), and
+        librosa's version, so an upgrade never reuses features computed by an older one."""
+        extraction = self.model_dump_json(exclude={"scaling", "max_frames", "segments"})
         return hashlib.sha256(f"{extraction} librosa {version('librosa')}".encode()).hexdigest()[:16]

@@ -3,7 +3,9 @@
 A family's builder maps (architecture, input shape, n_classes) to a body: maps (B, 1, F, T) ->
 logits for the map layout, `(x (B, T, D), lengths (B,))` -> logits for frame sequences. The
 wrapper carries the feature scaler fitted on the training speakers as buffers, so saved weights
-are everything `predict` needs besides the genome.
+are everything `predict` needs besides the genome. With the segment protocol (`FeatureSpec.segments`)
+the body reads fixed-length windows and the wrapper scores each utterance by the mean of its windows'
+class probabilities.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas.data.segments import window_index
 from nas.errors import UnknownNameError
+from nas.features.spec import Segments
 from nas.genome import EnsembleGenome, Genome
 
 _FAMILIES = {
@@ -32,10 +36,12 @@ _FAMILIES = {
 
 
 class SerModel(nn.Module):
-    def __init__(self, body: nn.Module, n_features: int, frames: bool) -> None:
+    def __init__(self, body: nn.Module, n_features: int, frames: bool, segments: Segments | None = None) -> None:
         super().__init__()
+        assert segments is None or frames, "segments are windows of frame sequences"
         self.body = body
         self.frames = frames
+        self.segments = segments
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
 
@@ -48,9 +54,30 @@ class SerModel(nn.Module):
         if self.frames:
             assert lengths is not None, "frame sequences need their true lengths (B,)"
             x = (x - self.feature_mean) / self.feature_std  # (B, T, D), per feature D; the body masks padding
+            if self.segments is not None:
+                return self._mean_over_windows(x, lengths)
             return self.body(x, lengths)
         x = (x - self.feature_mean[:, None]) / self.feature_std[:, None]  # (B, 1, F, T), per feature row F
         return self.body(x)
+
+    def _mean_over_windows(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """log of the mean of the class probabilities of each sequence's test windows: (B, K).
+
+        A training window (at most one window long) is its own only window, so training on windows sees
+        log_softmax(body logits), whose cross-entropy is the body's own."""
+        assert self.segments is not None
+        b, t, _ = x.shape
+        index = window_index(lengths.cpu().numpy(), t, self.segments.frames, self.segments.test_stride)
+        rows = torch.from_numpy(index.rows).to(x.device)  # (N,)
+        valid = torch.from_numpy(index.valid).to(x.device)  # (N, frames)
+        windows = torch.where(valid[..., None], x[rows[:, None], torch.from_numpy(index.positions).to(x.device)], 0)
+        log_probs = torch.log_softmax(self.body(windows, torch.from_numpy(index.lengths).to(x.device)), dim=-1)
+        counts = torch.bincount(rows, minlength=b)  # (B,) windows per sequence, each >= 1
+        within = torch.arange(len(rows), device=x.device) - (torch.cumsum(counts, 0) - counts)[rows]  # (N,)
+        # (N, K) -> (B, most windows, K), missing windows at -inf, which logsumexp ignores
+        grouped = log_probs.new_full((b, int(counts.max()), log_probs.shape[-1]), float("-inf"))
+        grouped[rows, within] = log_probs
+        return torch.logsumexp(grouped, dim=1) - torch.log(counts.to(log_probs.dtype))[:, None]
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Optimizer groups: the body's own (e.g. L2 on recurrent weights only), else one group."""
@@ -85,5 +112,10 @@ def build(genome: Genome, seed: int | None = None) -> SerModel:
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        body = make_body(genome.architecture, genome.input.output_shape, len(genome.classes))
-    return SerModel(body, n_features=genome.input.scaled_features, frames=genome.input.layout == "frames")
+        body = make_body(genome.architecture, genome.input.network_shape, len(genome.classes))
+    return SerModel(
+        body,
+        n_features=genome.input.scaled_features,
+        frames=genome.input.layout == "frames",
+        segments=genome.input.segments,
+    )

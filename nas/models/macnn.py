@@ -1,6 +1,7 @@
 """The MACNN network with ICASA attention of Li et al. (2026), on one segment's map.
 
-    (B, 1, F, T) map (Li et al.: 39 MFCC rows x 200 frames)
+    (B, T, D) frames (Li et al.: a 2 s segment, 200 frames of 39 MFCCs), padding zeroed
+    -> (B, 1, F = D, T) map
     -> Conv1a (10, 2) and Conv1b (2, 8), each conv -> BN -> ReLU, concatenated -> (B, 16, F - 1, T - 1)
     -> Conv2 .. Conv5, 3x3 conv -> BN -> ReLU, a 2x2 max pool after Conv2 and Conv3, an attention module
        (ICASA, or the ICA / SA ablation) on the blocks in `attention_after` -> (B, 80, F', T')
@@ -8,7 +9,9 @@
     -> mean over (F', T') -> dropout -> FC -> logits (B, n_classes)
 
 The modules read top to bottom: ICA, SA (with its channel shuffle), ICASA, the head-fusion attention, then
-MACNN. Where Li et al. leave a detail open, the choice is said where it is made.
+MACNN. Where Li et al. leave a detail open, the choice is said where it is made. The network reads frame
+sequences, so that the segment protocol (`nas.features.spec.Segments`) can cut them into 2 s windows and
+score an utterance by the mean of its windows; without segments it reads the whole padded sequence as one map.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from nas.ops.blocks import check_map, map_rows
+from nas.ops.frames import check_frames, frame_width
 from search_spaces.macnn import POOLED_CONVS, MacnnArchitecture
 
 
@@ -182,15 +185,15 @@ def pooled_sides(f: int, t: int) -> tuple[int, int]:
 
 
 class Macnn(nn.Module):
-    """(B, 1, F, T) map -> (B, n_classes) logits (Li et al., 2026, Table 1 and Fig. 1)."""
+    """(B, T, D) frames with lengths (B,) -> (B, n_classes) logits (Li et al., 2026, Table 1 and Fig. 1)."""
 
     def __init__(self, arch: MacnnArchitecture, input_shape: tuple[int, ...], n_classes: int) -> None:
         super().__init__()
-        self.rows = map_rows(input_shape)
-        _, f, t = input_shape
+        self.width = frame_width(input_shape)
+        t, f = input_shape
         assert min(pooled_sides(f, t)) >= 1, (
-            f"MACNN needs a map of at least 5 rows and 5 frames (its first convs take one off each axis, its two "
-            f"2x2 max pools quarter them), got (1, {f}, {t})"
+            f"MACNN needs at least 5 features and 5 frames (its first convs take one off each axis, its two "
+            f"2x2 max pools quarter them), got (T, D) = ({t}, {f})"
         )
         assert n_classes >= 1, f"n_classes must be positive, got {n_classes}"
         first = arch.channels[0] // 2
@@ -214,9 +217,11 @@ class Macnn(nn.Module):
         self.dropout = nn.Dropout(arch.dropout)
         self.classifier = nn.Linear(arch.channels[-1], n_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_map(x, self.rows)
-        assert pooled_sides(x.shape[2], x.shape[3])[1] >= 1, f"MACNN needs at least 5 frames, got {x.shape[3]}"
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        valid = check_frames(x, lengths, self.width)  # (B, T)
+        assert pooled_sides(self.width, x.shape[1])[1] >= 1, f"MACNN needs at least 5 frames, got {x.shape[1]}"
+        # A CNN has no mask: padding reads as zero, the training mean after scaling, as a padded segment does.
+        x = torch.where(valid[..., None], x, 0).transpose(1, 2).unsqueeze(1)  # (B, T, D) -> (B, 1, D, T)
         h = torch.cat([self.conv1a(x), self.conv1b(x)], dim=1)  # (B, C0, F - 1, T - 1)
         h = self.blocks(h)  # (B, C, F', T') with (F', T') = pooled_sides(F, T)
         h = self.fusion(h)  # (B, C, F', T')

@@ -402,7 +402,7 @@ def train_trial(config: dict[str, Any], job: TrialJob) -> None:
     try:
         fit(
             model,
-            data.training_rows(plan.train),
+            data.training_rows(plan.train, genome.input.segments),
             data.rows(plan.validation),
             TrainConfig.of(genome.training.model_copy(update={"patience": None}), seed=seed),
             classes=data.classes,

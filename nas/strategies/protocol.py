@@ -114,7 +114,7 @@ def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_di
     model.set_scaler(plan.mean, plan.std)
     outcome = fit(
         model,
-        data.training_rows(plan.train),
+        data.training_rows(plan.train, genome.input.segments),
         data.rows(plan.validation),
         TrainConfig.of(genome.training, seed=ctx.spec.seed + fold.index),
         classes=data.classes,

@@ -185,7 +185,7 @@ def _objective(trial: Any, job: TrialJob, reporter: Reporter | None, is_cancelle
 
     outcome = fit(
         model,
-        data.training_rows(plan.train),
+        data.training_rows(plan.train, genome.input.segments),
         data.rows(plan.validation),
         TrainConfig.of(genome.training, seed=spec.seed + fold * 1000 + trial.number),
         classes=data.classes,

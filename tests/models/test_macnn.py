@@ -20,10 +20,10 @@ from nas.models.macnn import (
 )
 from nas.recipe import TrainRecipe
 from search_spaces.distributions import CategoricalDistribution
-from search_spaces.macnn import RECIPE, SPACE, MacnnArchitecture
+from search_spaces.macnn import FEATURES, RECIPE, SPACE, MacnnArchitecture
 
-# Li et al. (2026): 39 MFCC rows (13 + deltas + delta-deltas) x 200 frames of a 2 s segment; RAVDESS' 8 classes
-SEGMENT = (1, 39, 200)
+# Li et al. (2026): a 2 s segment, 200 frames of 39 MFCCs (13 + deltas + delta-deltas); RAVDESS' 8 classes
+SEGMENT = (200, 39)
 CLASSES = 8
 ATTENTIONS = ("icasa", "ica", "sa", "none")
 
@@ -38,8 +38,10 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def _maps(b: int, shape: tuple[int, ...] = SEGMENT, seed: int = 0) -> torch.Tensor:
-    return torch.randn(b, *shape, generator=torch.Generator().manual_seed(seed))
+def _frames(b: int, shape: tuple[int, ...] = SEGMENT, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """b random (T, D) sequences, all T frames real."""
+    x = torch.randn(b, *shape, generator=torch.Generator().manual_seed(seed))
+    return x, torch.full((b,), shape[0])
 
 
 def _model(arch: MacnnArchitecture, shape: tuple[int, ...] = SEGMENT, n_classes: int = CLASSES) -> Macnn:
@@ -67,39 +69,53 @@ def test_a_segment_map_gives_logits() -> None:
     model = _model(MacnnArchitecture()).eval()
     with torch.no_grad():
         for b in (1, 2):
-            assert model(_maps(b)).shape == (b, CLASSES)
+            assert model(*_frames(b)).shape == (b, CLASSES)
 
 
 @pytest.mark.parametrize(("f", "t"), [(10, 8), (5, 5), (13, 24)])
 def test_the_last_conv_map_is_quartered(f: int, t: int) -> None:
-    model = _model(MacnnArchitecture(), (1, f, t)).eval()
+    model = _model(MacnnArchitecture(), (t, f)).eval()
     with torch.no_grad():
-        x = _maps(2, (1, f, t))
-        h = model.blocks(torch.cat([model.conv1a(x), model.conv1b(x)], dim=1))
-        assert model(x).shape == (2, CLASSES)
+        x, lengths = _frames(2, (t, f))
+        image = x.transpose(1, 2).unsqueeze(1)  # (B, T, D) -> (B, 1, D, T): features are the map's rows
+        h = model.blocks(torch.cat([model.conv1a(image), model.conv1b(image)], dim=1))
+        assert model(x, lengths).shape == (2, CLASSES)
     assert h.shape == (2, 80, *pooled_sides(f, t))
     assert pooled_sides(39, 200) == (9, 49)
 
 
-def test_maps_too_small_for_the_pools_are_refused() -> None:
-    with pytest.raises(AssertionError, match="at least 5 rows and 5 frames"):
-        build(MacnnArchitecture(), (1, 4, 200), CLASSES)
-    with pytest.raises(AssertionError, match="map"):
-        build(MacnnArchitecture(), (39, 200), CLASSES)
+def test_inputs_too_small_for_the_pools_are_refused() -> None:
+    with pytest.raises(AssertionError, match="at least 5 features and 5 frames"):
+        build(MacnnArchitecture(), (200, 4), CLASSES)
+    with pytest.raises(AssertionError, match=r"input_shape \(T, D\)"):
+        build(MacnnArchitecture(), (1, 39, 200), CLASSES)
     model = _model(MacnnArchitecture()).eval()
     with pytest.raises(AssertionError, match="at least 5 frames"):
-        model(_maps(1, (1, 39, 4)))
-    with pytest.raises(AssertionError, match=r"\(1, 39\)"):
-        model(_maps(1, (1, 40, 200)))
+        model(*_frames(1, (4, 39)))
+    with pytest.raises(AssertionError, match="width D=39"):
+        model(*_frames(1, (200, 40)))
+
+
+def test_padding_reads_as_zero_whatever_it_holds() -> None:
+    model = _model(MacnnArchitecture()).eval()
+    x, _ = _frames(2)
+    lengths = torch.tensor([200, 120])
+    garbage = x.clone()
+    garbage[1, 120:] = 1e3
+    zeroed = x.clone()
+    zeroed[1, 120:] = 0
+    with torch.no_grad():
+        assert torch.equal(model(garbage, lengths), model(zeroed, lengths))
+        assert torch.equal(model(zeroed, lengths), model(zeroed, torch.tensor([200, 200])))
 
 
 def test_beta_starts_at_one_half_and_is_trained() -> None:
-    model = _model(MacnnArchitecture(), (1, 13, 24)).train()
+    model = _model(MacnnArchitecture(), (24, 13)).train()
     names = [name for name, p in model.named_parameters() if name.endswith(".beta")]
     assert len(names) == 4
     icasas = [m for m in model.modules() if isinstance(m, Icasa)]
     assert all(m.beta.item() == 0.5 and m.beta.requires_grad and m.beta.dim() == 0 for m in icasas)
-    torch.nn.functional.cross_entropy(model(_maps(4, (1, 13, 24))), torch.tensor([0, 1, 2, 3])).backward()
+    torch.nn.functional.cross_entropy(model(*_frames(4, (24, 13))), torch.tensor([0, 1, 2, 3])).backward()
     assert all(m.beta.grad is not None and m.beta.grad.item() != 0 for m in icasas)
 
 
@@ -162,7 +178,7 @@ def test_head_fusion_keeps_the_map_and_normalises_channels() -> None:
 def test_every_ablation_builds_and_runs(attention: str) -> None:
     model = _model(MacnnArchitecture(attention=attention)).eval()
     with torch.no_grad():
-        assert model(_maps(2)).shape == (2, CLASSES)
+        assert model(*_frames(2)).shape == (2, CLASSES)
     kinds = {type(m) for m in model.blocks.modules()} & {Icasa, ImprovedCoordinateAttention, ShuffleAttention}
     assert (
         kinds
@@ -183,13 +199,13 @@ def test_attention_only_where_asked() -> None:
 def test_adam_steps_lower_the_loss() -> None:
     # a slim ICASA-MACNN keeps the steps fast
     arch = MacnnArchitecture(channels=(8, 16, 16), attention_after=(2, 3), sa_groups=2, heads=2, head_width=8)
-    model = _model(arch, (1, 13, 24), n_classes=4).train()
-    x, y = _maps(8, (1, 13, 24), seed=1), torch.arange(8) % 4
+    model = _model(arch, (24, 13), n_classes=4).train()
+    (x, lengths), y = _frames(8, (24, 13), seed=1), torch.arange(8) % 4
     opt = torch.optim.Adam(model.parameters(), lr=RECIPE.lr, weight_decay=RECIPE.weight_decay)
     losses = []
     for _ in range(15):
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss = torch.nn.functional.cross_entropy(model(x, lengths), y)
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -198,10 +214,10 @@ def test_adam_steps_lower_the_loss() -> None:
 
 
 def test_eval_mode_is_deterministic() -> None:
-    model = _model(MacnnArchitecture(dropout=0.5), (1, 13, 24)).eval()
-    x = _maps(3, (1, 13, 24))
+    model = _model(MacnnArchitecture(dropout=0.5), (24, 13)).eval()
+    x, lengths = _frames(3, (24, 13))
     with torch.no_grad():
-        assert torch.equal(model(x), model(x))
+        assert torch.equal(model(x, lengths), model(x, lengths))
 
 
 @pytest.mark.parametrize(
@@ -248,18 +264,20 @@ def test_the_recipe_is_the_published_one() -> None:
     assert (RECIPE.batch_size, RECIPE.epochs, RECIPE.schedule, RECIPE.grad_clip) == (32, 60, "constant", None)
 
 
+def test_the_published_features_are_2_s_segments_of_39_mfccs() -> None:
+    assert FEATURES.network_shape == SEGMENT
+    assert FEATURES.segments is not None and FEATURES.hop_length == 160 and FEATURES.sample_rate == 16000
+    assert (FEATURES.segments.train_stride, FEATURES.segments.test_stride) == (100, 40)  # 1 s and 0.4 s
+    assert (FEATURES.n_fft, FEATURES.window, FEATURES.frontends[0].mel_bands) == (400, "hamming", 26)
+
+
 def test_a_genome_exports_and_predicts_real_audio(ravdess_root, tmp_path) -> None:
-    """Through the registry: the genome builds, saves as a bundle and predicts two real RAVDESS files."""
+    """Through the registry: the segmented genome builds, saves as a bundle and predicts two real RAVDESS files."""
     from nas.bundle import predict_files, save_model
-    from nas.features.spec import FeatureSpec, Mfcc
     from nas.genome import Genome
     from nas.models import build as build_genome
 
-    # 25 ms frames (400 samples at 16 kHz), 10 ms hop, 2 s: (1, 39, 201); librosa centring adds a frame.
-    features = FeatureSpec(
-        frontends=(Mfcc(n_mfcc=13, deltas=2),), duration_s=2.0, n_fft=400, hop_length=160, pool_to=None
-    )
-    genome = Genome(input=features, architecture=MacnnArchitecture(), classes=tuple(f"c{i}" for i in range(CLASSES)))
+    genome = Genome(input=FEATURES, architecture=MacnnArchitecture(), classes=tuple(f"c{i}" for i in range(CLASSES)))
     save_model(tmp_path, genome, build_genome(genome), {})
     files = sorted((ravdess_root / "Actor_01").glob("*.flac"))[:2]
     predictions = predict_files(tmp_path, files)
