@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import ApiError
@@ -54,23 +55,42 @@ _bearer = HTTPBearer(
 )
 
 
-def require_write_token(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """Writes need `Authorization: Bearer <token>` when a token is configured (401 without, 403 wrong)."""
+def write_token_error(settings: Settings, token: str | None) -> ApiError | None:
+    """Why a write with bearer `token` (None: none sent) is refused: 401 without one, 403 with a wrong one;
+    None when it may go ahead (or the server has no token)."""
     if settings.api_token is None:
-        return
-    if credentials is None:
-        raise ApiError(
+        return None
+    if not token:
+        return ApiError(
             401,
             "unauthorized",
             "this server requires a token for writes: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
     expected = settings.api_token.get_secret_value().encode()
-    if not hmac.compare_digest(credentials.credentials.encode(), expected):
-        raise ApiError(403, "forbidden", "the bearer token is not valid for this server")
+    if not hmac.compare_digest(token.encode(), expected):
+        return ApiError(403, "forbidden", "the bearer token is not valid for this server")
+    return None
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value, as HTTPBearer reads it."""
+    scheme, token = get_authorization_scheme_param(authorization)
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def require_write_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Writes need `Authorization: Bearer <token>` when a token is configured (401 without, 403 wrong).
+
+    FastAPI runs this before it validates the body against the schema; a body that is not even JSON
+    is refused earlier, by `api.main.JsonBodyCheck`, which asks `write_token_error` first too.
+    """
+    error = write_token_error(settings, None if credentials is None else credentials.credentials)
+    if error is not None:
+        raise error
 
 
 WriteAuth = Annotated[None, Depends(require_write_token)]

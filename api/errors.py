@@ -13,6 +13,7 @@ spec, corpus, memory estimate). A 500 means a bug: user input never causes one.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -87,9 +88,7 @@ def pydantic_fields(exc: ValidationError | RequestValidationError, prefix: Loc =
 
     fields = []
     for error in exc.errors():
-        msg = error["msg"]
-        if error.get("type") == "json_invalid":  # say where and what, not just "JSON decode error"
-            msg = f"malformed JSON: {error.get('ctx', {}).get('error', 'cannot be parsed')}"
+        msg = NON_FINITE if _non_finite_comparison(error) else error["msg"]
         loc = list(error["loc"])
         # A complete spec validates through the union of strategies, whose tag pydantic puts in the path:
         # the user wrote spec.space.nodes, not spec.darts.space.nodes.
@@ -99,6 +98,22 @@ def pydantic_fields(exc: ValidationError | RequestValidationError, prefix: Loc =
                 break
         fields.append(([*prefix, *loc], msg))
     return fields
+
+
+NON_FINITE = "must be a finite number (NaN and Infinity are not JSON numbers)"
+_COMPARISONS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of"})
+
+
+def _non_finite_comparison(error: Any) -> bool:
+    """A bound check that failed on NaN or an infinity (pydantic also reads the strings "NaN" and
+    "inf" as numbers): "less than or equal to 1024" would mislead about a NaN."""
+    if error.get("type") not in _COMPARISONS:
+        return False
+    value = error.get("input")
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def summarise(fields: list[tuple[Loc, str]]) -> str:
@@ -128,9 +143,13 @@ def sernas_error_status(exc: SernasError) -> tuple[int, str]:
     return 422, "invalid_request"
 
 
+def api_error_response(exc: ApiError) -> JSONResponse:
+    return error_response(exc.status, exc.type, exc.message, exc.fields, exc.valid, exc.headers)
+
+
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.type, exc.message, exc.fields, exc.valid, exc.headers)
+    return api_error_response(exc)
 
 
 async def _request_validation(_request: Request, exc: Exception) -> JSONResponse:

@@ -2,7 +2,9 @@
 
 Run it with `uvicorn --factory api.main:create_app` (settings from SERNAS_* variables) or through
 `sernas serve`. The app only talks to the study database; it never starts Ray or a dispatcher
-itself. Whoever serves it adds those through the lifecycle hooks:
+itself. Its /docs (Swagger UI) and /redoc (ReDoc) pages load their assets from the app itself, so
+they work offline; a JSON body is checked by `JsonBodyCheck` (after the write token) before any
+route reads it. Whoever serves it adds Ray and the dispatcher through the lifecycle hooks:
 
     def start_dispatcher(app: FastAPI) -> None:      # sync or async; gets the app
         app.state.dispatcher = Dispatcher(app.state.settings, app.state.sessions)
@@ -32,18 +34,25 @@ dispatcher instead of waiting for its next poll), and their errors are logged, n
 
 from __future__ import annotations
 
+import email.message
 import inspect
+import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import math
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from itertools import islice
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_body, install_error_handlers
+from api.deps import bearer_token, write_token_error
+from api.errors import NON_FINITE, ApiError, api_error_response, error_body, install_error_handlers, summarise
 from api.routes import ROUTERS
 from nas.settings import Settings
 from nas.store.db import make_engine, migrate, session_factory
@@ -90,19 +99,26 @@ def create_app(
         finally:
             engine.dispose()
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets that fastapi-offline ships and this app serves
+    # itself (under /static-offline-docs): the docs work on a machine without internet access.
+    app = FastAPIOffline(
         title="sernas",
         description=DESCRIPTION,
         version=_version(),
         lifespan=lifespan,
         docs_url="/docs",
+        redoc_url="/redoc",
         openapi_url="/openapi.json",
+        # Swagger UI would otherwise send the document to the public validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.on_queued = list(on_queued)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(JsonBodyCheck)
+    # Added last, so outermost: it bounds what JsonBodyCheck reads.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 
@@ -193,10 +209,154 @@ class BodySizeLimit:
 
 
 def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+    try:
+        return int(_header(scope, b"content-length") or "")
+    except ValueError:
+        return None
+
+
+MAX_JSON_DEPTH = 64  # nested arrays and objects in a body; a complete spec needs fewer than 10
+MAX_REPORTED = 20  # non-finite numbers named in one error: a body of a million NaNs gets a short answer
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class JsonBodyCheck:
+    """Pure ASGI middleware: a JSON body must be UTF-8, well-formed, within MAX_JSON_DEPTH and free
+    of NaN and Infinity, or the request gets a 422 that says where and what, before any route sees it.
+
+    It sits in front of FastAPI because FastAPI parses the body before it runs any dependency: a
+    write with a broken body would learn about its body before it learned that it lacks the token.
+    Here a write (any method but GET, HEAD, OPTIONS) with a broken body gets the token's 401 or 403
+    first; a write with a sound body goes on to `require_write_token`, which FastAPI runs before it
+    validates the body against the schema. Requests that FastAPI does not read as JSON pass as they are.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if body is None:  # the client went away
+            return
+        error = json_body_error(body) if body else None  # an empty body: FastAPI says "Field required"
+        if error is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        settings: Settings = scope["app"].state.settings
+        error = write_token_error(settings, bearer_token(_header(scope, b"authorization"))) or error
+        await api_error_response(error)(scope, receive, send)
+
+
+def json_body_error(body: bytes) -> ApiError | None:
+    """Why `body` is not a JSON document the API can take, or None."""
+    try:
+        text = body.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259), which may start with a BOM
+    except UnicodeDecodeError as exc:
+        where = f"byte 0x{body[exc.start]:02x} at offset {exc.start}"
+        return _body_error(f"not UTF-8 text ({where}); send JSON encoded as UTF-8")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return _body_error(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+    except RecursionError:
+        return _too_deep()
+    except ValueError:  # an integer longer than Python converts
+        return _body_error(f"holds an integer with more than {sys.get_int_max_str_digits()} digits")
+    return _document_error(document)
+
+
+def _document_error(document: Any) -> ApiError | None:
+    """A body nested deeper than MAX_JSON_DEPTH, or the fields that hold NaN or an infinity (Python's
+    json reads NaN, Infinity and numbers such as 1e999; JSON has no such numbers)."""
+    wrapped = {"body": document}  # so that locations start with "body", as FastAPI's do
+    try:
+        if not _any_non_finite(wrapped, 0):
+            return None
+    except _TooDeep:
+        return _too_deep()
+    fields = [(loc, NON_FINITE) for loc in islice(_non_finite_locs(wrapped, []), MAX_REPORTED)]
+    return ApiError(422, "validation_error", summarise(fields), fields)
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _any_non_finite(container: dict[str, Any] | list[Any], depth: int) -> bool:
+    """The quick pass over every value (a megabyte of JSON in tens of milliseconds): no locations."""
+    if depth > MAX_JSON_DEPTH:
+        raise _TooDeep
+    found = False
+    for value in container.values() if type(container) is dict else container:
+        kind = type(value)
+        if kind is float:
+            found = found or not math.isfinite(value)
+        elif kind is dict or kind is list:
+            found = _any_non_finite(value, depth + 1) or found  # not `or` first: a later part may be too deep
+    return found
+
+
+def _non_finite_locs(container: dict[str, Any] | list[Any], loc: list[str | int]) -> Iterator[list[str | int]]:
+    items = container.items() if type(container) is dict else enumerate(container)
+    for key, value in items:
+        kind = type(value)
+        if kind is float and not math.isfinite(value):
+            yield [*loc, key]
+        elif kind is dict or kind is list:
+            yield from _non_finite_locs(value, [*loc, key])
+
+
+def _too_deep() -> ApiError:
+    return _body_error(f"nests arrays and objects more than {MAX_JSON_DEPTH} levels deep")
+
+
+def _body_error(message: str) -> ApiError:
+    fields: list[tuple[list[str | int], str]] = [(["body"], message)]
+    return ApiError(422, "validation_error", summarise(fields), fields)
+
+
+def _is_json(scope: Scope) -> bool:
+    """Whether FastAPI reads this request's body as JSON: the same content types it parses."""
+    content_type = _header(scope, b"content-type")
+    if content_type is None:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
     return None
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body (BodySizeLimit, outside, bounds it), or None when the client disconnected."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body already read, then what the client sends next (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

@@ -343,8 +343,12 @@ class DatasetPublic(BaseModel):
 class DataRootPublic(BaseModel):
     path: str
     exists: bool
-    folders: list[str] = Field(description="sub-folders (candidate corpus roots)")
-    manifests: list[str] = Field(description=".csv files (candidate manifests for the csv reader)")
+    folders: list[str] = Field(
+        description="sub-folders (candidate corpus roots); symlinks that lead outside the data roots are left out"
+    )
+    manifests: list[str] = Field(
+        description=".csv files (candidate manifests for the csv reader); symlinks outside the data roots are left out"
+    )
     truncated: bool = Field(description="true when there were more entries than listed")
 
 
@@ -353,7 +357,18 @@ class DatasetCatalog(BaseModel):
     data_roots: list[DataRootPublic] = Field(description="corpus roots must lie inside one of these")
 
 
+class ComponentHealth(BaseModel):
+    status: Literal["ok", "starting", "disabled", "error"] = Field(
+        description="disabled: this process does not run it (another one may); starting: not ready yet"
+    )
+    detail: str | None = Field(None, description="what is wrong, or what it is connected to")
+
+
 class Health(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded"] = Field(
+        description="ok when the database answers and the dispatcher and Ray are ok or disabled"
+    )
     database: bool = Field(description="the study database answered")
+    dispatcher: ComponentHealth = Field(description="the dispatcher that runs queued searches on Ray")
+    ray: ComponentHealth = Field(description="the Ray cluster the dispatcher submits to")
     version: str
