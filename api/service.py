@@ -4,7 +4,10 @@
 `workers.Dispatcher` is started on the app's database sessions (unless `settings.dispatcher` is
 false, e.g. for a second, read-mostly controller); it connects to Ray from its own thread (a local
 Ray by default, or the cluster at SERNAS_RAY_ADDRESS / RAY_ADDRESS), so the API answers at once
-while Ray starts. On shutdown the dispatcher stops and the local Ray with it; searches still
+while Ray starts. Once connected, the dispatcher reads the cluster's nodes every poll
+(`Dispatcher.cluster`), and submissions that ask one node for more GPUs or CPUs than any node has
+are refused against it; until then they are queued, and the dispatcher fails such a search when it
+claims it. On shutdown the dispatcher stops and the local Ray with it; searches still
 running are re-queued by their lease and resume from their checkpoints on the next start.
 
 Serve it with `sernas serve`, or `uvicorn --factory api.service:create_service` (settings from

@@ -19,14 +19,16 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from nas.augment.waveform import AudioAugment
-from nas.errors import ConfigError
+from nas.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from nas.data.folds import Fold
     from nas.data.types import Utterance
     from nas.trials import TrialSource
 from search_spaces.darts import DartsSections
@@ -34,6 +36,14 @@ from search_spaces.genetic_ensemble import GeneticEnsembleSections
 from search_spaces.hyperband import HyperbandSections
 from search_spaces.presets import get_preset
 from search_spaces.tpe_asha import TpeAshaSections
+
+
+class SpecFieldError(ConfigError):
+    """A spec that cannot run on its inputs, because of the field at dotted path `field` (e.g. folds.n_folds)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class CorpusSpec(BaseModel):
@@ -57,13 +67,20 @@ class FoldSpec(BaseModel):
     n_folds: int = Field(6, ge=2, description="speaker folds (ignored for session folds)")
     only: tuple[int, ...] | None = Field(None, description="run just these fold indices")
 
-    @model_validator(mode="after")
-    def _only_existing(self) -> FoldSpec:
-        if self.by == "speaker" and self.only is not None:
-            unknown = sorted(i for i in self.only if not 0 <= i < self.n_folds)
-            if unknown:
-                raise ValueError(f"only names folds {unknown}, but there are only folds 0..{self.n_folds - 1}")
-        return self
+    @field_validator("only")
+    @classmethod
+    def _only_existing(cls, only: tuple[int, ...] | None, info: ValidationInfo) -> tuple[int, ...] | None:
+        # Session folds are counted from the corpus: SpecBase.check_inputs checks those.
+        n_folds = info.data.get("n_folds")
+        if only is None or info.data.get("by") != "speaker" or n_folds is None:
+            return only
+        unknown = sorted(i for i in only if not 0 <= i < n_folds)
+        if unknown:
+            raise ValueError(
+                f"only names folds {unknown}, but there are only folds 0..{n_folds - 1}: "
+                f"name folds in 0..{n_folds - 1}, or raise n_folds"
+            )
+        return only
 
 
 Objective = Literal["ua", "wa", "macro_f1"]
@@ -78,7 +95,9 @@ class SpecBase(BaseModel):
     folds: FoldSpec = FoldSpec()
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    gpus: float = Field(0, ge=0, description="GPUs reserved for the search (Ray sets CUDA_VISIBLE_DEVICES)")
+    gpus: float = Field(
+        0, ge=0, validate_default=True, description="GPUs reserved for the search (Ray sets CUDA_VISIBLE_DEVICES)"
+    )
     preset: str | None = Field(None, description="the preset this spec was built from, for the record")
     objective: Objective = Field(
         "ua", description="the validation metric that chooses among candidates (test scores never choose)"
@@ -102,11 +121,13 @@ class SpecBase(BaseModel):
             raise ValueError("seed must be in [0, 2**32)")
         return seed
 
-    @model_validator(mode="after")
-    def _device_has_gpus(self) -> SpecBase:
-        if self.device == "cuda" and self.gpus == 0:
+    @field_validator("gpus")
+    @classmethod
+    def _device_has_gpus(cls, gpus: float, info: ValidationInfo) -> float:
+        # Ray hides every GPU from a task that reserves none (empty CUDA_VISIBLE_DEVICES): cuda fails there.
+        if info.data.get("device") == "cuda" and gpus == 0:
             raise ValueError("device 'cuda' reserves no GPU: set gpus to 1 (or more), or device 'auto'")
-        return self
+        return gpus
 
     def search_gpus(self) -> float:
         """GPUs the search's own task holds (strategies whose trials are Ray tasks of their own hold none)."""
@@ -116,30 +137,84 @@ class SpecBase(BaseModel):
         """CPUs the search's own task holds, given its `share` of the cluster."""
         return share
 
+    def node_demands(self) -> dict[str, tuple[str, float]]:
+        """What the largest single Ray task of this search asks of one node: Ray resource -> (the spec field
+        that sets it, amount). Its CPUs are not here: the dispatcher sizes them to fit the largest node."""
+        return {"GPU": ("gpus", self.gpus)}
+
     def check_inputs(self, trials: TrialSource, utterances: Sequence[Utterance]) -> None:
-        """Refuse (ConfigError) a search whose inputs from earlier searches do not fit it, given the corpus's
-        selected utterances; the service's controller calls it at submission. Most searches take none."""
+        """Refuse (ConfigError; SpecFieldError naming the field to fix) a search that cannot run on the corpus's
+        selected utterances (no audio decoded) or on its inputs from earlier searches; the service's
+        controller calls it at submission, in milliseconds. Every search must be able to make its folds."""
+        self.folds_of(utterances)
+
+    def folds_of(self, utterances: Sequence[Utterance]) -> list[Fold]:
+        """The folds this search runs (`make_folds`), or a SpecFieldError naming the `folds` field to fix."""
+        from nas.data.folds import make_folds
+
+        folds = self.folds
+        speakers = len({u.speaker for u in utterances})
+        if folds.by == "speaker" and folds.n_folds > speakers:
+            raise SpecFieldError(
+                "folds.n_folds",
+                f"folds.n_folds {folds.n_folds} needs as many speakers, but the corpus has {speakers}: "
+                f"use at most {speakers} folds, or select more speakers",
+            )
+        try:
+            return make_folds(self, utterances)
+        except ConfigError as exc:  # folds.only names a fold the corpus's sessions do not make
+            raise SpecFieldError("folds.only", str(exc)) from None
+        except DataError as exc:  # e.g. session folds on a corpus without sessions
+            raise SpecFieldError("folds.by", f"folds.by {folds.by!r}: {exc}") from None
 
 
 class DartsSearch(SpecBase, DartsSections):
     """emoDARTS (Rajapakshe et al., 2024): a CNN + SeqNN supernet searched by DARTS, per fold."""
 
+    def check_inputs(self, trials: TrialSource, utterances: Sequence[Utterance]) -> None:
+        # Each fold's training pool is cut by utterance, stratified by class (`darts_split`): a class too
+        # thin in some fold fails that fold. The cut needs labels and indices only, so it is checked here.
+        from nas.data.folds import darts_split
+
+        options = self.options
+        for fold in self.folds_of(utterances):
+            pool = fold.train_indices(utterances)
+            try:
+                darts_split(
+                    utterances, pool, self.seed + fold.index, options.search_fraction, options.validation_fraction
+                )
+            except DataError as exc:
+                raise SpecFieldError("folds", f"fold {fold.index}: {exc}") from None
+
 
 class TpeAshaSearch(SpecBase, TpeAshaSections):
     """Optuna TPE with successive-halving pruning over a family's hyperparameters (Ahmadianshalchi et al., 2026)."""
 
-    gpus: float = Field(0, ge=0, description="GPUs of each trial (a Ray task of its own; the search holds none)")
+    gpus: float = Field(
+        0, ge=0, validate_default=True, description="GPUs of each trial (a Ray task of its own; the search holds none)"
+    )
 
     def search_gpus(self) -> float:
         # Ray releases a blocked task's CPUs but keeps its GPUs: a driver holding the GPU its
         # trials ask for would wait on them forever.
         return 0
 
+    def node_demands(self) -> dict[str, tuple[str, float]]:
+        return {"GPU": ("gpus", self.gpus), "CPU": ("options.trial_cpus", self.options.trial_cpus)}
+
+    def check_inputs(self, trials: TrialSource, utterances: Sequence[Utterance]) -> None:
+        _check_holdout_speakers(self, self.folds_of(utterances))
+
 
 class HyperbandSearch(SpecBase, HyperbandSections):
     """Hyperband (Ray Tune) over the CNN-LSTM, LSTM-CNN and CNN-Transformer families (Serra, LoopQPrize 2022)."""
 
-    gpus: float = Field(0, ge=0, description="GPUs of each trial (a Ray Tune trial of its own; the search holds none)")
+    gpus: float = Field(
+        0,
+        ge=0,
+        validate_default=True,
+        description="GPUs of each trial (a Ray Tune trial of its own; the search holds none)",
+    )
 
     def search_gpus(self) -> float:
         return 0  # as for tpe-asha: the trials hold the GPUs
@@ -148,6 +223,12 @@ class HyperbandSearch(SpecBase, HyperbandSections):
         # Tune's trials are Ray actors with `trial_cpus` each; a driver holding CPUs too would leave them
         # pending forever on a machine it fills (2 CPUs: the driver's 2 and no trial ever starts).
         return 0
+
+    def node_demands(self) -> dict[str, tuple[str, float]]:
+        return {"GPU": ("gpus", self.gpus), "CPU": ("options.trial_cpus", self.options.trial_cpus)}
+
+    def check_inputs(self, trials: TrialSource, utterances: Sequence[Utterance]) -> None:
+        _check_holdout_speakers(self, self.folds_of(utterances))
 
 
 class GeneticEnsembleSearch(SpecBase, GeneticEnsembleSections):
@@ -159,10 +240,9 @@ class GeneticEnsembleSearch(SpecBase, GeneticEnsembleSections):
     )
 
     def check_inputs(self, trials: TrialSource, utterances: Sequence[Utterance]) -> None:
-        from nas.data.folds import make_folds
         from nas.trials import ensemble_members
 
-        ensemble_members(self, trials, make_folds(self, utterances), utterances)
+        ensemble_members(self, trials, self.folds_of(utterances), utterances)
 
     @model_validator(mode="after")
     def _no_noise_of_its_own(self) -> GeneticEnsembleSearch:
@@ -184,6 +264,20 @@ class GeneticEnsembleSearch(SpecBase, GeneticEnsembleSections):
                 "or space.trials (trial ids)"
             )
         return self
+
+
+def _check_holdout_speakers(spec: TpeAshaSearch | HyperbandSearch, folds: Sequence[Fold]) -> None:
+    """Trials judged on held-out training speakers (`nas.strategies.protocol.holdout_speakers`) need a fold
+    that trains on at least 2 speakers: one to train on, one to judge on."""
+    for fold in folds:
+        if len(fold.train_speakers) < 2:
+            field = "folds.n_folds" if spec.folds.by == "speaker" else "folds.by"
+            raise SpecFieldError(
+                field,
+                f"fold {fold.index} trains on {len(fold.train_speakers)} speaker(s), but {spec.strategy} judges "
+                "its trials on held-out training speakers and needs at least 2: use fewer folds, or select more "
+                "speakers",
+            )
 
 
 def _strategy(value: Any) -> str:

@@ -7,9 +7,12 @@ Each poll (every `settings.poll_seconds`):
    died, and they resume from their checkpoints when claimed again;
 3. renew the leases of this dispatcher's tasks (a task may wait in Ray's queue for a GPU before
    its runner starts renewing itself), and force-stop tasks whose cancel went unheeded;
-4. while fewer than `max_running` of its tasks run, claim the oldest queued search
+4. read the cluster's largest node (`cluster`, which the controller also checks submissions against);
+5. while fewer than `max_running` of its tasks run, claim the oldest queued search
    (`claim_next_search`: atomic, so several dispatchers or controllers on one database never run
-   one search twice) and submit it to Ray with the GPUs its spec reserves.
+   one search twice) and submit it to Ray with the GPUs its spec reserves. A search that asks one
+   node for more than any node has fails at once, saying so (resumable): Ray would keep it pending
+   forever, shown as running and holding a dispatch slot that the searches behind it wait for.
 
 Use it in a service (`start()` / `stop()`: a daemon thread) or standalone: `python -m workers.dispatcher`.
 """
@@ -33,7 +36,8 @@ from workers.runner import RunnerConfig, SearchFn
 
 if TYPE_CHECKING:
     from nas.settings import Settings
-    from workers.ray_backend import Reaped
+    from nas.spec import SpecBase
+    from workers.ray_backend import NodeLimits, Reaped
 
 log = logging.getLogger("sernas.workers")
 
@@ -49,6 +53,7 @@ class Backend(Protocol):
     def connect(self) -> None: ...
     def shutdown(self) -> None: ...
     def cpus_per_search(self, gpus: float, max_running: int) -> float: ...
+    def node_limits(self) -> NodeLimits | None: ...
     def submit(
         self, search_id: str, config: RunnerConfig, gpus: float, cpus: float, search_fn: SearchFn | None
     ) -> Any: ...
@@ -107,6 +112,7 @@ class Dispatcher:
         self.tasks: dict[str, _Task] = {}
         self.connected = threading.Event()
         self.error: str | None = None  # why the dispatcher is not working, for /health
+        self.cluster: NodeLimits | None = None  # the cluster's largest node, read every poll; None: unknown
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -192,7 +198,7 @@ class Dispatcher:
     # ------------------------------------------------------------ one poll
 
     def poll_once(self) -> list[str]:
-        """One round of reap, re-queue, renew, claim; returns the ids of searches submitted now."""
+        """One round of reap, re-queue, renew, read the cluster, claim; returns the ids of searches submitted now."""
         self._reap()
         for search_id in repository.requeue_expired(self.sessions, max_attempts=self.settings.max_attempts):
             log.warning("search %s: its worker went silent; re-queued", search_id)
@@ -200,6 +206,7 @@ class Dispatcher:
             if stale is not None:  # ours, but we failed to renew in time: make sure it stops
                 self.backend.cancel(stale.ref)
         self._renew()
+        self.cluster = self.backend.node_limits()
         submitted = []
         while len(self.tasks) < self.settings.max_running and not self._stop.is_set():
             # Each claim has its own owner name, so two attempts at one search can never both
@@ -209,15 +216,18 @@ class Dispatcher:
             if search is None:
                 break
             self._claims += 1
-            self._submit(search, lease_owner)
-            submitted.append(search.id)
+            if self._submit(search, lease_owner):
+                submitted.append(search.id)
         return submitted
 
-    def _submit(self, search: Search, lease_owner: str) -> None:
+    def _submit(self, search: Search, lease_owner: str) -> bool:
+        """Submit a claimed search to Ray; False when it failed instead (recorded on the search)."""
         from nas.spec import parse_spec
 
         try:
             spec = parse_spec(search.spec)
+            if self._fails_unplaced(search.id, spec, lease_owner):
+                return False
             gpus = spec.search_gpus()
             cpus = spec.search_cpus(self._cpus_for(gpus))
             config = RunnerConfig(
@@ -234,7 +244,7 @@ class Dispatcher:
             message = f"could not submit the search to Ray: {type(exc).__name__}: {exc}"
             log.exception("search %s: %s", search.id, message)
             repository.mark_finished(self.sessions, search.id, SearchStatus.FAILED, error=message, owner=lease_owner)
-            return
+            return False
         renewal = time.monotonic() + self.settings.lease_seconds / 3
         self.tasks[search.id] = _Task(search.id, lease_owner, ref, next_renewal=renewal)
         repository.add_event(
@@ -243,6 +253,20 @@ class Dispatcher:
             f"submitted to Ray by {lease_owner} (attempt {search.attempts}; {gpus:g} GPU, {cpus:g} CPU)",
         )
         log.info("search %s: submitted (attempt %d, %g GPU)", search.id, search.attempts, gpus)
+        return True
+
+    def _fails_unplaced(self, search_id: str, spec: SpecBase, lease_owner: str) -> bool:
+        """Fail a search that no node of the cluster can hold, rather than let it wait for one forever."""
+        refusals = [] if self.cluster is None else self.cluster.refusals(spec)
+        if not refusals:
+            return False
+        message = (
+            f"no node of the Ray cluster can run it: {'; '.join(why for _, why in refusals)}; "
+            "resume it once the cluster has such a node, or submit it again asking for less"
+        )
+        log.warning("search %s: %s", search_id, message)
+        repository.mark_finished(self.sessions, search_id, SearchStatus.FAILED, error=message, owner=lease_owner)
+        return True
 
     def _cpus_for(self, gpus: float) -> float:
         if gpus not in self._cpus:

@@ -22,9 +22,12 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers.runner import RunnerConfig, SearchFn, execute
+
+if TYPE_CHECKING:
+    from nas.spec import SpecBase
 
 log = logging.getLogger("sernas.workers")
 
@@ -42,6 +45,40 @@ class Reaped:
     value: Any = None  # the runner's return value, or the error message
 
 
+@dataclass(frozen=True)
+class NodeLimits:
+    """The most of each resource that one alive node of the cluster has. A task asking for more is never
+    placed: Ray keeps it pending, silently, until a node that big joins."""
+
+    largest: dict[str, float]  # Ray resource ("CPU", "GPU", ...) -> the most of it on any one node
+
+    @classmethod
+    def of(cls, nodes: list[dict[str, Any]]) -> NodeLimits | None:
+        """From `ray.nodes()`; None when no node is alive (nothing is known)."""
+        alive = [node.get("Resources", {}) for node in nodes if node.get("Alive")]
+        if not alive:
+            return None
+        names = {name for resources in alive for name in resources}
+        return cls({name: max(resources.get(name, 0.0) for resources in alive) for name in names})
+
+    def refusals(self, spec: SpecBase) -> list[tuple[str, str]]:
+        """(spec field, what is wrong and what to do) for each resource that one task of `spec` asks of a node
+        beyond what every node has."""
+        found = []
+        for resource, (field, amount) in spec.node_demands().items():
+            have = self.largest.get(resource, 0.0)
+            if amount > have:
+                asked = f"{field}: {amount:g} asked, but the cluster's nodes have at most {have:g} {resource}s"
+                found.append((field, f"{asked}: {_fix(field, resource, have)}"))
+        return found
+
+
+def _fix(field: str, resource: str, have: float) -> str:
+    if resource == "GPU" and have == 0:
+        return "set gpus to 0 (and device to 'auto' or 'cpu'), or join a GPU node to the cluster (sernas worker)"
+    return f"lower {field} to {have:g} or less, or join a node with more {resource}s to the cluster"
+
+
 class _ThreadRayLogFilter(logging.Filter):
     """ray.init from a non-main thread warns that it cannot install its SIGTERM handler. Good: the
     web server owns the signals of the service process; the warning is noise."""
@@ -56,6 +93,7 @@ class RayBackend:
         self.num_cpus = num_cpus  # only for the embedded Ray: CPUs it may use (default: all)
         self._started = False
         self._remote: Any = None
+        self._limits_unknown_logged = False
 
     @property
     def embedded(self) -> bool:
@@ -115,6 +153,18 @@ class RayBackend:
             log.warning("cannot read the cluster's CPUs (%s); reserving 1 CPU per search", exc)
             return 1
         return max(1, min(largest, math.floor(total / max_running)))
+
+    def node_limits(self) -> NodeLimits | None:
+        """The largest node of the cluster (see NodeLimits), or None when Ray cannot tell."""
+        import ray
+
+        try:
+            return NodeLimits.of(ray.nodes())
+        except Exception as exc:  # e.g. an API a Ray Client cannot reach: searches are then placed unchecked
+            if not self._limits_unknown_logged:
+                log.warning("cannot read the cluster's nodes (%s); searches are submitted unchecked", exc)
+                self._limits_unknown_logged = True
+            return None
 
     def submit(self, search_id: str, config: RunnerConfig, gpus: float, cpus: float, search_fn: SearchFn | None) -> Any:
         return self._remote.options(num_gpus=gpus, num_cpus=cpus, name=f"search-{search_id}").remote(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -19,9 +19,12 @@ from api.paths import confine_corpus_root, files_outside
 from api.schemas import NO_NUL, SearchCreate, SearchPage, SearchPublic, TrialDetail
 from nas.errors import ConfigError, DataError, UnknownNameError
 from nas.settings import Settings
-from nas.spec import SpecBase, spec_from_preset
+from nas.spec import SpecBase, SpecFieldError, spec_from_preset
 from nas.store import repository as repo
 from nas.store.models import Search, SearchStatus, utcnow
+
+if TYPE_CHECKING:
+    from workers.ray_backend import NodeLimits
 
 router = APIRouter(tags=["searches"], responses=VALIDATION)
 
@@ -39,6 +42,7 @@ router = APIRouter(tags=["searches"], responses=VALIDATION)
 )
 def submit_search(
     body: SearchCreate,
+    request: Request,
     response: Response,
     settings: SettingsDep,
     sessions: SessionsDep,
@@ -49,8 +53,9 @@ def submit_search(
     """Queue a search after checking everything that can be checked before it runs.
 
     The spec is built from the preset and overrides (or taken whole), the corpus root must lie
-    inside a data root, the corpus is read (names only, no audio decoded), and the strategy's
-    memory estimate must fit; any failure is a 4xx that names the field. A retry with the same
+    inside a data root, the corpus is read (names only, no audio decoded) and must give the folds
+    the spec asks for, and no task may ask one node of the connected Ray cluster for more than
+    any node has; any failure is a 4xx that names the field. A retry with the same
     idempotency key (body field or `Idempotency-Key` header) returns the first search with 200.
     """
     key = _idempotency_key(body.idempotency_key, idempotency_key)
@@ -64,6 +69,7 @@ def submit_search(
         response.status_code = 200
         return SearchPublic.of(repo.create_search(sessions, spec_json, body.name, spec.strategy, key))
     check_runnable(spec, prefix, settings, sessions)
+    check_fits_cluster(spec, prefix, _known_cluster(request))
     submitted = utcnow()
     search = repo.create_search(sessions, spec_json, body.name, spec.strategy, key)
     if search.created_at < submitted:  # a concurrent request with the same key got there first
@@ -155,8 +161,8 @@ def _unknown(what: str, name: str, valid: Sequence[str], loc: list[str | int]) -
 
 
 def check_runnable(spec: SpecBase, prefix: tuple[str, ...], settings: Settings, sessions: repo.Sessions) -> None:
-    """Read the corpus (no audio decoded): it must exist, have enough speakers for the folds, and lie
-    inside the data roots; what the search takes from earlier searches (an ensemble's members) must fit it.
+    """Read the corpus (no audio decoded): it must exist and lie inside the data roots; the spec must be
+    able to run on it (`SpecBase.check_inputs`: its folds, an ensemble's members from earlier searches).
     The strategy's own preflight (e.g. the emoDARTS memory estimate) runs in the worker, once, against the
     device that will run the search."""
     from nas.dataset import class_names, select_utterances
@@ -181,17 +187,39 @@ def check_runnable(spec: SpecBase, prefix: tuple[str, ...], settings: Settings, 
             f"(e.g. {outside[0]}); allowed: {', '.join(str(r) for r in settings.data_roots)}"
         )
         raise ApiError(403, "forbidden_path", message, [([*corpus_loc, "root"], "files outside the data roots")])
-    if spec.folds.by == "speaker":
-        speakers = len({u.speaker for u in utterances})
-        if spec.folds.n_folds > speakers:
-            message = f"folds.n_folds {spec.folds.n_folds} needs as many speakers, but the corpus has {speakers}"
-            raise ApiError(422, "invalid_config", message, [([*prefix, "folds", "n_folds"], message)])
     if len(class_names(utterances, spec.corpus)) < 2:
         raise ApiError(422, "invalid_data", "fewer than 2 classes left after selection", [(corpus_loc, "classes")])
     try:
         spec.check_inputs(StoreTrials(sessions), utterances)
-    except ConfigError as exc:
-        raise ApiError(422, "invalid_config", str(exc), [([*prefix, "space"], str(exc))]) from None
+    except ConfigError as exc:  # one without a field is about the inputs `space` names (an ensemble's)
+        loc = _spec_loc(prefix, exc.field) if isinstance(exc, SpecFieldError) else [*prefix, "space"]
+        raise ApiError(422, "invalid_config", str(exc), [(loc, str(exc))]) from None
+
+
+def _known_cluster(request: Request) -> NodeLimits | None:
+    """The Ray cluster as this controller's dispatcher last read it; None without a dispatcher
+    (SERNAS_DISPATCHER=false) or before it has connected."""
+    dispatcher = getattr(request.app.state, "dispatcher", None)
+    return None if dispatcher is None else dispatcher.cluster
+
+
+def check_fits_cluster(spec: SpecBase, prefix: tuple[str, ...], cluster: NodeLimits | None) -> None:
+    """Refuse a search whose tasks ask one node for more than any node of the cluster has (Ray would keep
+    them pending forever). `cluster` is None until the dispatcher has read it: its claim then judges."""
+    refusals = [] if cluster is None else cluster.refusals(spec)
+    if refusals:
+        message = "; ".join(why for _, why in refusals)
+        raise ApiError(422, "invalid_config", message, [(_spec_loc(prefix, f), why) for f, why in refusals])
+
+
+def _spec_loc(prefix: tuple[str, ...], field: str) -> list[str | int]:
+    """Where the spec field at dotted path `field` lies in the request: under `prefix`, or, for a section
+    field of a spec built from a preset (options.trial_cpus), at its override key."""
+    from search_spaces.presets import SECTION_NAMES
+
+    if prefix == ("body",) and field.split(".")[0] in SECTION_NAMES:
+        return ["body", "overrides", field]
+    return [*prefix, *field.split(".")]
 
 
 # ---------------------------------------------------------------- reading and control

@@ -214,9 +214,9 @@ def test_folds_need_as_many_speakers_as_there_are_folds(client, ravdess_root):
     # Folds that do not exist, and a GPU device without a GPU, are refused when the spec is validated.
     no_such_fold = search_body(ravdess_root, folds={"n_folds": 4, "only": [4]})
     missing_fold = assert_error(client.post("/searches", json=no_such_fold), 422)
-    assert ["body", "folds"] in field_locs(missing_fold) and "only folds 0..3" in missing_fold["message"]
+    assert field_locs(missing_fold) == [["body", "folds", "only"]] and "only folds 0..3" in missing_fold["message"]
     no_gpu = assert_error(client.post("/searches", json=search_body(ravdess_root, device="cuda")), 422)
-    assert "reserves no GPU" in no_gpu["message"] and ["body"] in field_locs(no_gpu)
+    assert "reserves no GPU" in no_gpu["message"] and field_locs(no_gpu) == [["body", "gpus"]]
 
 
 def test_a_preset_defaults_to_the_strategys_first(client, ravdess_root):

@@ -22,7 +22,7 @@ from typing import Any
 from nas.errors import SearchCancelled
 from nas.reporting import TrialState
 from nas.spec import CorpusSpec, DartsSearch, FoldSpec
-from workers.ray_backend import Outcome, Reaped
+from workers.ray_backend import NodeLimits, Outcome, Reaped
 from workers.runner import RunnerConfig, execute
 
 
@@ -104,11 +104,13 @@ class ThreadBackend:
     """Runs each search's runner in a thread of this process: the dispatcher's logic without Ray.
 
     A runner that raises `WorkerDied` is reported as crashed, like a Ray worker that was killed:
-    nothing was recorded and its heartbeat stopped, so its lease expires.
+    nothing was recorded and its heartbeat stopped, so its lease expires. `limits`: the cluster it
+    reports (default: unknown, as when Ray cannot tell).
     """
 
-    def __init__(self, search_fn: Any = None) -> None:
+    def __init__(self, search_fn: Any = None, limits: NodeLimits | None = None) -> None:
         self.search_fn = search_fn
+        self.limits = limits
         self.submitted: list[str] = []
         self.cancelled: list[str] = []
         self.results: dict[int, Reaped] = {}
@@ -124,6 +126,9 @@ class ThreadBackend:
 
     def cpus_per_search(self, gpus: float, max_running: int) -> float:
         return 1
+
+    def node_limits(self) -> NodeLimits | None:
+        return self.limits
 
     def submit(self, search_id: str, config: RunnerConfig, gpus: float, cpus: float, search_fn: Any) -> int:
         with self._lock:

@@ -1,4 +1,5 @@
-"""The dispatcher on a real local Ray with the fake search: GPUs, a SIGKILLed worker, an unplaceable task."""
+"""The dispatcher on a real local Ray with the fake search: GPUs, a SIGKILLed worker, a task no node can
+hold, a task waiting for a busy GPU."""
 
 from __future__ import annotations
 
@@ -111,19 +112,39 @@ def test_a_sigkilled_worker_is_requeued_and_the_search_resumes_from_its_checkpoi
     assert any("worker died" in m for m in events)
 
 
-def test_a_search_waiting_for_gpus_keeps_its_lease_and_can_be_cancelled(ray_cluster, db_url, sessions, tmp_path):
-    spec = tiny_spec(gpus=4, epochs=1).model_dump(mode="json")  # the cluster has 1 GPU
-    search_id = repo.create_search(sessions, spec, "too big", "darts").id
-    settings = Settings(data_dir=tmp_path, database_url=db_url, lease_seconds=1.0, poll_seconds=0.1)
-    dispatcher = Dispatcher(settings, backend=RayBackend(), search_fn=fake_search, cancel_grace=1.0).start()
+def test_a_search_no_node_can_hold_fails_at_once_and_the_cpu_search_behind_it_runs(
+    ray_cluster, db_url, sessions, tmp_path
+):
+    too_big = repo.create_search(sessions, tiny_spec(gpus=4, epochs=1).model_dump(mode="json"), "4 GPUs", "darts").id
+    cpu = repo.create_search(sessions, tiny_spec(epochs=1).model_dump(mode="json"), "cpu", "darts").id
+    dispatcher = _dispatcher(db_url, tmp_path, fake_search, max_running=1).start()
     try:
-        _wait(lambda: repo.get_search(sessions, search_id).status == SearchStatus.RUNNING)
-        time.sleep(3.5)  # several leases: the dispatcher renews while Ray waits for a GPU
-        search = repo.get_search(sessions, search_id)
-        assert (search.status, search.attempts) == (SearchStatus.RUNNING, 1)
-        assert _worker_pids(sessions, search_id) == []
-        repo.request_cancel(sessions, search_id)
-        _wait(lambda: _finished(sessions, search_id), timeout=15)
+        _wait(lambda: _finished(sessions, too_big) and _finished(sessions, cpu))
     finally:
         dispatcher.stop()
-    assert repo.get_search(sessions, search_id).status == SearchStatus.CANCELLED
+    assert dispatcher.cluster is not None and dispatcher.cluster.largest["GPU"] == 1  # read from ray.nodes()
+    failed = repo.get_search(sessions, too_big)
+    assert failed.status == SearchStatus.FAILED and _worker_pids(sessions, too_big) == []
+    assert "gpus: 4 asked, but the cluster's nodes have at most 1 GPUs" in failed.error
+    assert repo.get_search(sessions, cpu).status == SearchStatus.COMPLETED
+
+
+def test_a_search_waiting_for_a_busy_gpu_keeps_its_lease_and_can_be_cancelled(ray_cluster, db_url, sessions, tmp_path):
+    busy = repo.create_search(sessions, tiny_spec(gpus=1, epochs=1000).model_dump(mode="json"), "busy", "darts").id
+    waiting = repo.create_search(sessions, tiny_spec(gpus=1, epochs=1).model_dump(mode="json"), "next", "darts").id
+    settings = Settings(data_dir=tmp_path, database_url=db_url, lease_seconds=1.0, poll_seconds=0.1, max_running=2)
+    slow = functools.partial(fake_search, step_seconds=0.1)
+    dispatcher = Dispatcher(settings, backend=RayBackend(), search_fn=slow, cancel_grace=1.0).start()
+    try:
+        _wait(lambda: _worker_pids(sessions, busy) != [])  # it holds the cluster's only GPU
+        _wait(lambda: repo.get_search(sessions, waiting).status == SearchStatus.RUNNING)
+        time.sleep(3.5)  # several leases: the dispatcher renews while Ray waits for the GPU to be free
+        search = repo.get_search(sessions, waiting)
+        assert (search.status, search.attempts) == (SearchStatus.RUNNING, 1)
+        assert _worker_pids(sessions, waiting) == []
+        for search_id in (waiting, busy):
+            repo.request_cancel(sessions, search_id)
+        _wait(lambda: _finished(sessions, waiting) and _finished(sessions, busy), timeout=15)
+    finally:
+        dispatcher.stop()
+    assert repo.get_search(sessions, waiting).status == SearchStatus.CANCELLED

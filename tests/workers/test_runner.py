@@ -91,7 +91,7 @@ def test_a_config_error_keeps_its_own_message(db_url, sessions, tmp_path):
     repo.claim_next_search(sessions, OWNER, 30)
     assert execute(search_id, _config(db_url, tmp_path), fake_search) == "failed"
     error = repo.get_search(sessions, search_id).error
-    assert error.startswith("the stored spec is invalid: device 'cuda' reserves no GPU"), error
+    assert error.startswith("the stored spec is invalid: gpus: device 'cuda' reserves no GPU"), error
     assert "input_value" not in error  # the reason, not pydantic's dump of the whole spec
     assert repo.list_trials(sessions, search_id).total == 0  # refused before the search started
 

@@ -1,0 +1,183 @@
+"""A search asking one node for more than any node of the Ray cluster has: refused at submission once the
+controller knows the cluster; failed at its claim (resumable) when it was queued before, so it never sits
+`running` in Ray's queue holding the dispatch slot that the CPU searches behind it wait for.
+
+The dispatcher's own seam (`ThreadBackend(limits=...)`) stands in for Ray here; the last test serves the
+embedded local Ray itself (slow, like the other Ray tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.service import create_service
+from nas.settings import Settings
+from nas.spec import CorpusSpec, TpeAshaSearch
+from nas.store import repository as repo
+from nas.store.models import SearchStatus
+from tests.api import api_settings, assert_error, field_locs, search_body
+from tests.workers import ThreadBackend, fake_search, tiny_spec
+from workers.dispatcher import Dispatcher
+from workers.ray_backend import NodeLimits, RayBackend
+
+CPU_ONLY = NodeLimits({"CPU": 2.0, "memory": 8e9})
+ONE_GPU = NodeLimits({"CPU": 2.0, "GPU": 1.0})
+
+
+def _wait(condition, timeout: float = 30.0, message: str = "timed out") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+def _status(sessions, search_id: str) -> SearchStatus:
+    return repo.get_search(sessions, search_id).status
+
+
+def _queue(sessions, name: str, gpus: float = 0) -> str:
+    return repo.create_search(sessions, tiny_spec(gpus=gpus, epochs=1).model_dump(mode="json"), name, "darts").id
+
+
+# ---------------------------------------------------------------- what the cluster has
+
+
+def test_node_limits_are_the_largest_alive_node_of_each_resource():
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 16.0, "memory": 6e10}},
+        {"Alive": True, "Resources": {"CPU": 4.0, "GPU": 2.0}},
+        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},  # a dead node places nothing
+    ]
+    assert NodeLimits.of(nodes) == NodeLimits({"CPU": 16.0, "GPU": 2.0, "memory": 6e10})
+    assert NodeLimits.of([{"Alive": False, "Resources": {"CPU": 8.0}}]) is None
+
+
+def test_refusals_name_the_field_what_the_cluster_has_and_what_to_do():
+    corpus = CorpusSpec(name="ravdess", root=Path("/data/ravdess"))
+    ((field, why),) = CPU_ONLY.refusals(tiny_spec(gpus=1))
+    assert field == "gpus"
+    assert why.startswith("gpus: 1 asked, but the cluster's nodes have at most 0 GPUs: set gpus to 0")
+    assert CPU_ONLY.refusals(tiny_spec(gpus=0)) == []
+    assert ONE_GPU.refusals(tiny_spec(gpus=0.5)) == []
+    # A tpe-asha search holds no GPU itself, but each of its trials is a Ray task asking for `gpus`
+    # and `options.trial_cpus` of one node.
+    tpe = TpeAshaSearch(corpus=corpus, gpus=2)
+    tpe = tpe.model_copy(update={"options": tpe.options.model_copy(update={"trial_cpus": 3.0})})
+    refused = dict(ONE_GPU.refusals(tpe))
+    assert set(refused) == {"gpus", "options.trial_cpus"}
+    assert "at most 1 GPUs: lower gpus to 1 or less" in refused["gpus"]
+    assert "options.trial_cpus: 3 asked, but the cluster's nodes have at most 2 CPUs" in refused["options.trial_cpus"]
+
+
+# ---------------------------------------------------------------- the dispatcher
+
+
+def _dispatcher(db_url: str, tmp_path: Path, sessions, backend: ThreadBackend, **overrides) -> Dispatcher:
+    values = {"data_dir": tmp_path, "database_url": db_url, "lease_seconds": 30.0, "poll_seconds": 0.05}
+    settings = Settings(**(values | overrides))
+    return Dispatcher(settings, sessions, backend=backend, search_fn=functools.partial(fake_search, step_seconds=0))
+
+
+def test_a_gpu_search_on_a_cpu_cluster_fails_at_its_claim_and_the_cpu_search_behind_it_runs(db_url, sessions, tmp_path):
+    gpu, cpu = _queue(sessions, "gpu", gpus=1), _queue(sessions, "cpu")
+    backend = ThreadBackend(limits=CPU_ONLY)
+    dispatcher = _dispatcher(db_url, tmp_path, sessions, backend, max_running=1)
+
+    assert dispatcher.poll_once() == [cpu]  # one poll: the only slot goes to the search that can run
+    assert backend.submitted == [cpu]
+    failed = repo.get_search(sessions, gpu)
+    assert failed.status == SearchStatus.FAILED and failed.lease_owner is None
+    assert "no node of the Ray cluster can run it: gpus: 1 asked" in failed.error
+    assert "at most 0 GPUs" in failed.error and "resume it once the cluster has such a node" in failed.error
+    _wait(lambda: (dispatcher.poll_once() or True) and _status(sessions, cpu) == SearchStatus.COMPLETED)
+
+    # Once a GPU node has joined, the failed search resumes and runs.
+    backend.limits = ONE_GPU
+    repo.resume(sessions, gpu)
+    assert dispatcher.poll_once() == [gpu]
+    _wait(lambda: (dispatcher.poll_once() or True) and _status(sessions, gpu) == SearchStatus.COMPLETED)
+
+
+def test_a_cluster_that_cannot_be_read_places_searches_as_before(db_url, sessions, tmp_path):
+    gpu = _queue(sessions, "gpu", gpus=1)
+    backend = ThreadBackend(limits=None)
+    dispatcher = _dispatcher(db_url, tmp_path, sessions, backend)
+    assert dispatcher.poll_once() == [gpu] and dispatcher.cluster is None
+    _wait(lambda: (dispatcher.poll_once() or True) and _status(sessions, gpu) == SearchStatus.COMPLETED)
+
+
+# ---------------------------------------------------------------- the service
+
+
+def _fast(limits: NodeLimits | None) -> ThreadBackend:
+    return ThreadBackend(search_fn=functools.partial(fake_search, step_seconds=0), limits=limits)
+
+
+class SlowToConnect(ThreadBackend):
+    """A backend that connects once `release` is set: until then the service answers without knowing the
+    cluster, as while a local Ray starts or a remote one is unreachable."""
+
+    def __init__(self, limits: NodeLimits) -> None:
+        super().__init__(search_fn=functools.partial(fake_search, step_seconds=0), limits=limits)
+        self.release = threading.Event()
+
+    def connect(self) -> None:
+        assert self.release.wait(30), "the test never let the backend connect"
+
+
+def _service(db_url: str, tmp_path: Path, ravdess_root: Path, backend: ThreadBackend) -> TestClient:
+    settings = api_settings(db_url, tmp_path, ravdess_root, poll_seconds=0.05, lease_seconds=30.0)
+    return TestClient(create_service(settings, backend=backend))
+
+
+def test_the_service_refuses_a_search_no_node_of_its_cluster_can_run(db_url, tmp_path, ravdess_root):
+    with _service(db_url, tmp_path, ravdess_root, _fast(CPU_ONLY)) as client:
+        _wait(lambda: client.app.state.dispatcher.cluster is not None)
+        gpu = assert_error(client.post("/searches", json=search_body(ravdess_root, gpus=1)), 422, "invalid_config")
+        assert field_locs(gpu) == [["body", "gpus"]]
+        assert gpu["message"].startswith("gpus: 1 asked, but the cluster's nodes have at most 0 GPUs")
+
+        tpe = search_body(ravdess_root, preset="bigru-mfcc-demo", overrides={"options.trial_cpus": 64})
+        cpus = assert_error(client.post("/searches", json=tpe), 422, "invalid_config")
+        assert field_locs(cpus) == [["body", "overrides", "options.trial_cpus"]]
+        assert "at most 2 CPUs" in cpus["message"]
+
+        cpu = client.post("/searches", json=search_body(ravdess_root, gpus=0))
+        assert cpu.status_code == 201, cpu.text
+        _wait(lambda: client.get(f"/searches/{cpu.json()['id']}").json()["status"] == "completed")
+
+
+def test_before_the_cluster_is_known_a_gpu_search_is_queued_and_cannot_block_the_cpu_search_behind_it(
+    db_url, tmp_path, ravdess_root
+):
+    backend = SlowToConnect(limits=CPU_ONLY)
+    with _service(db_url, tmp_path, ravdess_root, backend) as client:
+        assert client.app.state.dispatcher.cluster is None
+        gpu = client.post("/searches", json=search_body(ravdess_root, gpus=1))
+        cpu = client.post("/searches", json=search_body(ravdess_root, gpus=0))
+        assert (gpu.status_code, cpu.status_code) == (201, 201), (gpu.text, cpu.text)
+        gpu_id, cpu_id = gpu.json()["id"], cpu.json()["id"]
+
+        backend.release.set()  # Ray is up: the dispatcher reads the cluster and claims
+        _wait(lambda: client.get(f"/searches/{cpu_id}").json()["status"] == "completed")
+        failed = client.get(f"/searches/{gpu_id}").json()
+        assert failed["status"] == "failed" and "at most 0 GPUs" in failed["error"]
+        assert backend.submitted == [cpu_id]
+
+
+@pytest.mark.slow
+def test_the_embedded_ray_refuses_more_gpus_than_this_machine_has(db_url, tmp_path, ravdess_root):
+    backend = RayBackend(num_cpus=1)
+    with _service(db_url, tmp_path, ravdess_root, backend) as client:
+        _wait(lambda: client.app.state.dispatcher.cluster is not None, timeout=120)
+        have = client.app.state.dispatcher.cluster.largest.get("GPU", 0.0)
+        body = search_body(ravdess_root, gpus=have + 1, device="auto")
+        error = assert_error(client.post("/searches", json=body), 422, "invalid_config")
+        assert field_locs(error) == [["body", "gpus"]]
+        assert f"gpus: {have + 1:g} asked, but the cluster's nodes have at most {have:g} GPUs" in error["message"]
