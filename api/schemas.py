@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nas.reporting import TrialState
 from nas.spec import CorpusSpec, FoldSpec, SearchSpec
-from nas.store.models import Artifact, Event, Search, SearchStatus, Trial, TrialStep
+from nas.store.models import Artifact, Event, EventKind, Search, SearchStatus, Trial, TrialStep
+from nas.store.progress import Progress, RunningTrial
 
 # ---------------------------------------------------------------- errors
 
@@ -121,6 +122,63 @@ def search_links(search_id: str, status: SearchStatus) -> dict[str, str]:
     return links
 
 
+class RunningTrialPublic(BaseModel):
+    id: int
+    key: str
+    fold: int | None
+    stage: str | None
+    epoch: int | None = Field(description="its latest epoch (step); null before the first")
+    epoch_at: datetime | None = Field(description="when that epoch was computed")
+
+    @classmethod
+    def of(cls, trial: RunningTrial) -> RunningTrialPublic:
+        return cls(
+            id=trial.id, key=trial.key, fold=trial.fold, stage=trial.stage, epoch=trial.epoch, epoch_at=trial.epoch_at
+        )
+
+
+class EstimatePublic(BaseModel):
+    seconds: float = Field(description="the time left, in seconds")
+    finish_at: datetime = Field(description="when the search would then finish")
+    basis: str = Field(description="what it was computed from")
+
+
+class ProgressPublic(BaseModel):
+    """How far a search has got, from its trials."""
+
+    trials: dict[TrialState, int] = Field(description="how many trials are in each state")
+    folds_total: int | None = Field(
+        description="the folds the search runs; null for session folds (counted when the corpus is read)"
+    )
+    folds_done: int = Field(description="folds whose model is complete")
+    running: list[RunningTrialPublic] = Field(
+        description="the trials running now, with their fold, stage and latest epoch (empty unless running)"
+    )
+    elapsed_seconds: float | None = Field(
+        description="time since the current attempt started (until it finished); null while queued"
+    )
+    estimate: EstimatePublic | None = Field(
+        description="the time left, only while running and only when measured: the mean time of the folds done "
+        "in this attempt times the folds left, less what the fold under way has spent, plus the final model's "
+        "training at the mean of a fold's retrain; null until a fold has finished in this attempt, or when the "
+        "number of folds is not known yet"
+    )
+
+    @classmethod
+    def of(cls, progress: Progress) -> ProgressPublic:
+        estimate = progress.estimate
+        return cls(
+            trials=progress.trials,
+            folds_total=progress.folds_total,
+            folds_done=progress.folds_done,
+            running=[RunningTrialPublic.of(t) for t in progress.running],
+            elapsed_seconds=progress.elapsed_seconds,
+            estimate=None
+            if estimate is None
+            else EstimatePublic(seconds=estimate.seconds, finish_at=estimate.at, basis=estimate.basis),
+        )
+
+
 class SearchPublic(BaseModel):
     id: str
     name: str
@@ -137,10 +195,15 @@ class SearchPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    progress: ProgressPublic | None = Field(
+        None,
+        description="how far it has got (GET /searches and /searches/{id}; null in the answers of submit, "
+        "cancel and resume)",
+    )
     links: dict[str, str]
 
     @classmethod
-    def of(cls, search: Search) -> SearchPublic:
+    def of(cls, search: Search, progress: Progress | None = None) -> SearchPublic:
         return cls(
             id=search.id,
             name=search.name,
@@ -157,6 +220,7 @@ class SearchPublic(BaseModel):
             started_at=search.started_at,
             finished_at=search.finished_at,
             heartbeat_at=search.heartbeat_at,
+            progress=None if progress is None else ProgressPublic.of(progress),
             links=search_links(search.id, search.status),
         )
 
@@ -271,24 +335,49 @@ class TrialPage(BaseModel):
 
 
 class EventPublic(BaseModel):
+    """One event of a search. `kind` is also its SSE event type; trial and epoch events fill in the trial's
+    fields (null elsewhere)."""
+
     id: int
     search_id: str
     trial_id: int | None
+    kind: EventKind = Field(
+        description="log: a log line; trial: a trial started, was resumed or finished; epoch: a trial's epoch "
+        "(step) was computed (a resume replaying a restored epoch sends none)"
+    )
     level: int = Field(description="a Python logging level: 20 info, 30 warning, 40 error")
     level_name: str
     message: str
-    created_at: datetime
+    created_at: datetime = Field(description="when it happened (an epoch: when it was computed)")
+    key: str | None = Field(None, description="trial and epoch events: the trial's key, e.g. fold-0/search")
+    fold: int | None = Field(None, description="trial and epoch events: the trial's fold (null: not a fold's)")
+    stage: str | None = Field(None, description="trial and epoch events: the trial's stage (search, retrain, final...)")
+    state: TrialState | None = Field(None, description="trial events: the trial's state as of this event")
+    epoch: int | None = Field(None, description="epoch events: the step (epoch) number")
+    metrics: dict[str, Any] | None = Field(
+        None,
+        description="epoch events: the epoch's values (losses, validation scores); trial events that "
+        "finish a trial: its final numeric metrics",
+    )
 
     @classmethod
     def of(cls, event: Event) -> EventPublic:
+        data = event.data or {}
         return cls(
             id=event.id,
             search_id=event.search_id,
             trial_id=event.trial_id,
+            kind=event.kind,
             level=event.level,
             level_name=logging.getLevelName(event.level),
             message=event.message,
             created_at=event.created_at,
+            key=data.get("key"),
+            fold=data.get("fold"),
+            stage=data.get("stage"),
+            state=data.get("state"),
+            epoch=data.get("epoch"),
+            metrics=data.get("metrics"),
         )
 
 

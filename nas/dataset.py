@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +103,32 @@ def class_names(utterances: list[Utterance], corpus: CorpusSpec) -> tuple[str, .
     return tuple(c for c in corpus.classes if c in present) if corpus.classes else tuple(present)
 
 
+class ExtractionLog:
+    """Extraction progress as a few log lines of a reporter ("features: 360/720 files"), for whoever cannot
+    see a terminal's bar (a service's worker): the first file, each further tenth of the files but at
+    most one line per `min_seconds`, a line at least every `every_seconds`, and the last file."""
+
+    def __init__(
+        self,
+        reporter: Reporter,
+        min_seconds: float = 1.0,
+        every_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.reporter, self.min_seconds, self.every_seconds, self.clock = reporter, min_seconds, every_seconds, clock
+        self._last: tuple[str, int, float] | None = None  # what, tenth and time of the last line
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        now, tenth = self.clock(), done * 10 // total
+        last = self._last
+        if last is not None and last[0] == what and done < total:
+            since = now - last[2]
+            if since < self.every_seconds and (tenth == last[1] or since < self.min_seconds):
+                return
+        self._last = (what, tenth, now)
+        self.reporter.log(f"{what}: {done}/{total} files")
+
+
 def featurise(
     utterances: list[Utterance],
     problems: list[FileProblem],
@@ -115,8 +143,10 @@ def featurise(
     """Decode and featurise the selected utterances; unusable files are reported by name and left out.
 
     With `augment`, also featurise `augment.copies` augmented copies (seeded from `seed`) of every usable
-    utterance, for training rows."""
-    extracted = extract(utterances, features, cache_dir, progress=progress)
+    utterance, for training rows. Progress is a bar on the terminal with `progress`, else a few log lines
+    of `reporter` (`ExtractionLog`): a worker's extraction can take minutes."""
+    on_progress = None if progress else ExtractionLog(reporter)
+    extracted = extract(utterances, features, cache_dir, progress=progress, on_progress=on_progress)
     for problem in extracted.problems:
         reporter.log(f"skipped {problem}")
     kept = [utterances[i] for i in extracted.kept]
@@ -129,7 +159,11 @@ def featurise(
     classes = class_names(kept, corpus)
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[u.label] for u in kept], dtype=np.int64)
-    copies = [] if augment is None else extract_augmented(kept, features, augment, seed, cache_dir, progress=progress)
+    copies = (
+        []
+        if augment is None
+        else extract_augmented(kept, features, augment, seed, cache_dir, progress=progress, on_progress=on_progress)
+    )
     if failed := [problem for copy in copies for problem in copy.problems]:
         # Each file decoded a moment ago for its original features: it changed or vanished since.
         raise DataError(f"{len(failed)} file(s) could not be read again for augmentation, e.g. {failed[0]}")

@@ -7,8 +7,10 @@ trial stops early is its strategy's pruner or scheduler's call (Optuna, Ray Tune
 resumed search skips is read from the search's own checkpoints.
 
 Ownership and consistency: one search has one reporter at a time (the holder of its lease). A
-trial's steps are keyed by (trial, step), so a step reported again (a resume replaying restored
-epochs) overwrites, never duplicates. `finish_trial` writes every step reported before it first.
+trial's steps are keyed by (trial, step), so a step reported again never duplicates: a resume
+replaying a restored epoch with the same values changes nothing (the step keeps the time it was
+computed), and other values (the epoch computed again) replace it. `finish_trial` writes every step
+reported before it first.
 """
 
 from __future__ import annotations

@@ -5,7 +5,11 @@ then polls the study database for new events and status changes, and ends once t
 finished and every event is sent. Event types:
 
 - `status` (no id): `StatusPublic`, first and then whenever status, cancel flag or attempts change;
-- `log` (id = the event id, so a reconnecting EventSource resumes where it stopped): `EventPublic`;
+- `log`, `trial` and `epoch` (id = the event id, so a reconnecting EventSource resumes where it
+  stopped): `EventPublic`, in the order they happened. `trial`: a trial started, was resumed or
+  finished (trial id, key, fold, stage, state; final metrics); `epoch`: a trial computed an epoch
+  (trial id, key, fold, stage, epoch number and the epoch's metrics). A resumed search replays its
+  restored epochs to its reporter, but they were computed before, so they send no event again;
 - `end` (no id): the final `StatusPublic`, just before the stream closes.
 
 Idle streams get a keep-alive comment every 15 s (FastAPI's SSE support). Polling rather than
@@ -79,7 +83,7 @@ def _status(search: Search) -> StatusPublic:
     "/searches/{search_id}/events",
     response_class=EventSourceResponse,
     responses={
-        200: {"description": "an event stream: `status`, `log` (EventPublic) and `end` events"},
+        200: {"description": "an event stream: `status`, `log`, `trial` and `epoch` (EventPublic) and `end` events"},
         **errors(400, 404),
     },
 )
@@ -101,7 +105,7 @@ async def search_events(
             events = await run_in_threadpool(repo.events_after, sessions, search.id, cursor, BATCH)
             for event in events:
                 cursor = event.id
-                yield ServerSentEvent(data=EventPublic.of(event), event="log", id=str(event.id))
+                yield ServerSentEvent(data=EventPublic.of(event), event=event.kind.value, id=str(event.id))
             if len(events) < BATCH:
                 break
         status = _status(current)

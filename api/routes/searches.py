@@ -22,6 +22,7 @@ from nas.settings import Settings
 from nas.spec import SpecBase, SpecFieldError, spec_from_preset
 from nas.store import repository as repo
 from nas.store.models import Search, SearchStatus, utcnow
+from nas.store.progress import progress_of
 
 if TYPE_CHECKING:
     from workers.ray_backend import NodeLimits
@@ -234,12 +235,16 @@ def list_searches(
 ) -> SearchPage:
     """Searches, newest first, optionally with one status."""
     page = repo.list_searches(sessions, status, limit, offset)
-    return SearchPage(items=[SearchPublic.of(s) for s in page.items], total=page.total, limit=limit, offset=offset)
+    progress = progress_of(sessions, page.items)
+    items = [SearchPublic.of(s, progress[s.id]) for s in page.items]
+    return SearchPage(items=items, total=page.total, limit=limit, offset=offset)
 
 
 @router.get("/searches/{search_id}", response_model=SearchPublic, responses=errors(404))
 def get_search(search_id: SearchId, sessions: SessionsDep) -> SearchPublic:
-    return SearchPublic.of(get_or_404(sessions, search_id))
+    """The search with its progress: trial counts, running trials and their epochs, folds, time and time left."""
+    search = get_or_404(sessions, search_id)
+    return SearchPublic.of(search, progress_of(sessions, [search])[search.id])
 
 
 @router.post("/searches/{search_id}/cancel", response_model=SearchPublic, responses=errors(401, 403, 404, 409))

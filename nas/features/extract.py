@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -45,6 +45,9 @@ _MIN_FILES_PER_WORKER = 256
 
 # librosa.feature.delta's default Savitzky-Golay window.
 _DELTA_WIDTH = 9
+
+# Called as on_progress(what, files done, files in all) after each file, e.g. ("features", 360, 720).
+OnProgress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -169,6 +172,7 @@ def extract(
     cache_dir: Path | None,
     workers: int | None = None,
     progress: bool = True,
+    on_progress: OnProgress | None = None,
 ) -> FeatureSet:
     """Features for every usable utterance, reading what the cache has and computing the rest.
 
@@ -177,7 +181,8 @@ def extract(
     None disables the cache. `workers` None uses every available core once there are
     enough files to repay starting the processes; 1 computes in this process. Workers are
     fresh processes that re-import the caller's main module, so scripts must keep their
-    entry point under `if __name__ == "__main__":`.
+    entry point under `if __name__ == "__main__":`. `progress` shows a bar on the terminal;
+    `on_progress` hears of every file (SSL frames: not yet).
     """
     if workers is not None and workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
@@ -186,7 +191,7 @@ def extract(
 
         return extract_ssl(utterances, spec, cache_dir, progress=progress)
     spec_dir = None if cache_dir is None else Path(cache_dir) / spec.cache_key()
-    return _extract(utterances, spec, spec_dir, workers, progress, None)
+    return _extract(utterances, spec, spec_dir, workers, progress, None, on_progress)
 
 
 def extract_augmented(
@@ -197,6 +202,7 @@ def extract_augmented(
     cache_dir: Path | None,
     workers: int | None = None,
     progress: bool = True,
+    on_progress: OnProgress | None = None,
 ) -> list[FeatureSet]:
     """The features of `augment.copies` augmented copies of every utterance, one FeatureSet per copy.
 
@@ -215,7 +221,7 @@ def extract_augmented(
     for copy in range(augment.copies):
         augmentation = Augmentation(augment, seed, copy)
         copy_dir = None if cache_dir is None else Path(cache_dir) / spec.cache_key() / augmentation.folder()
-        copies.append(_extract(utterances, spec, copy_dir, workers, progress, augmentation))
+        copies.append(_extract(utterances, spec, copy_dir, workers, progress, augmentation, on_progress))
     return copies
 
 
@@ -239,6 +245,7 @@ def _extract(
     workers: int | None,
     progress: bool,
     augmentation: Augmentation | None,
+    on_progress: OnProgress | None,
 ) -> FeatureSet:
     n = len(utterances)
     x = np.zeros((n, *spec.output_shape), dtype=np.float32)
@@ -247,7 +254,16 @@ def _extract(
     problems: dict[int, FileProblem] = {}
     from_cache = 0
     desc = "features" if augmentation is None else f"augmented copy {augmentation.copy + 1}"
+    done = 0
     with tqdm(total=n, desc=desc, unit="file", disable=not progress) as bar:
+
+        def one_done() -> None:
+            nonlocal done
+            done += 1
+            bar.update()
+            if on_progress is not None:
+                on_progress(desc, done, n)
+
         todo: list[tuple[int, Path]] = []
         for index, utterance in enumerate(utterances):
             cached = None if spec_dir is None else cached_features(spec_dir, Path(utterance.path), spec)
@@ -256,7 +272,7 @@ def _extract(
                 continue
             lengths[index], ok[index] = place(x, index, cached), True
             from_cache += 1
-            bar.update()
+            one_done()
         if todo and spec_dir is not None:
             describe_cache(spec_dir, spec if augmentation is None else augmentation)
         with closing(_compute(todo, spec, spec_dir, workers, augmentation)) as results:
@@ -265,7 +281,7 @@ def _extract(
                     problems[index] = FileProblem(Path(utterances[index].path), reason)
                 else:
                     lengths[index], ok[index] = place(x, index, features), True
-                bar.update()
+                one_done()
     return FeatureSet.of_rows(x, ok, problems, from_cache, lengths if spec.layout == "frames" else None)
 
 

@@ -42,6 +42,14 @@ class SearchStatus(enum.StrEnum):
 FINISHED_SEARCH = (SearchStatus.COMPLETED, SearchStatus.FAILED, SearchStatus.CANCELLED)
 
 
+class EventKind(enum.StrEnum):
+    """What an event records; the live feed sends each kind as its own SSE event type."""
+
+    LOG = "log"  # a log line of the search (the dispatcher's, the worker's, the strategy's)
+    TRIAL = "trial"  # a trial started, was resumed, or finished
+    EPOCH = "epoch"  # a trial reported a step (an epoch) computed now, not a resume's replay of one
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -200,15 +208,24 @@ class Artifact(Base):
 
 
 class Event(Base):
-    """A log line of a search (live view, post-mortem); `level` is a `logging` level number."""
+    """What happened in a search, in order (live view, post-mortem); `level` is a `logging` level number.
+
+    Every event has a readable `message`; trial and epoch events also carry `data`, written when the
+    event is (the trial's key, fold, stage and state; an epoch's number and metrics), so the live feed
+    reads one table and an event keeps saying what was true when it happened.
+    """
 
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     search_id: Mapped[str] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
     trial_id: Mapped[int | None] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    kind: Mapped[EventKind] = mapped_column(
+        _enum(EventKind, "event_kind"), default=EventKind.LOG, server_default=EventKind.LOG.value
+    )
     level: Mapped[int]
     message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index(None, "search_id", "id"),)  # "events after id N" for the live feed

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nas.genome import AnyGenome
 from nas.reporting import Reporter, TrialState
 from nas.store import repository
-from nas.store.repository import EventRow, StepRow
+from nas.store.repository import EventRow, Report, StepRow
 
 log = logging.getLogger("sernas")
 
@@ -24,9 +24,11 @@ class DbReporter(Reporter):
 
     Steps and log lines are buffered and written in one transaction when `flush_every` of them
     are waiting or `flush_seconds` after the first one arrived, whichever comes first, so a
-    strategy reporting every batch does not turn into one commit per batch. `finish_trial`,
-    `flush` and `close` write what is waiting first. A background write that fails (database
-    briefly unavailable) keeps its rows and is retried; an explicit one raises.
+    strategy reporting every batch does not turn into one commit per batch. They keep the order
+    they were reported in (a step becomes an `epoch` event among the log lines), and `start_trial`,
+    `finish_trial`, `flush` and `close` write what is waiting first, so the search's events are in
+    the order things happened. A background write that fails (database briefly unavailable) keeps
+    its rows and is retried; an explicit one raises.
     """
 
     def __init__(
@@ -38,8 +40,7 @@ class DbReporter(Reporter):
     ) -> None:
         self.sessions, self.search_id = sessions, search_id
         self.flush_every, self.flush_seconds = flush_every, flush_seconds
-        self._steps: list[StepRow] = []
-        self._events: list[EventRow] = []
+        self._reports: list[Report] = []
         self._timer: threading.Timer | None = None
         self._buffer_lock = threading.Lock()
         self._write_lock = threading.Lock()  # batches reach the database in the order they were taken
@@ -47,10 +48,11 @@ class DbReporter(Reporter):
     def start_trial(
         self, key: str, params: dict[str, Any], *, fold: int | None = None, stage: str | None = None
     ) -> int:
+        self.flush()  # what was reported before the trial started is shown before it
         return repository.start_trial(self.sessions, self.search_id, key, params, fold=fold, stage=stage)
 
     def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> None:
-        self._add(step=StepRow(trial_id, step, dict(metrics)))
+        self._add(StepRow(trial_id, step, dict(metrics)))
 
     def finish_trial(
         self,
@@ -66,23 +68,23 @@ class DbReporter(Reporter):
 
     def log(self, message: str, level: int = logging.INFO) -> None:
         super().log(message, level)
-        self._add(event=EventRow(self.search_id, message, level))
+        self._add(EventRow(self.search_id, message, level))
 
     def flush(self) -> None:
         """Write everything buffered now; raises if the database refuses (the rows stay buffered)."""
         with self._write_lock:
             with self._buffer_lock:
-                steps, events, self._steps, self._events = self._steps, self._events, [], []
+                reports, self._reports = self._reports, []
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
-            if not steps and not events:
+            if not reports:
                 return
             try:
-                repository.add_reports(self.sessions, steps, events)
+                repository.add_reports(self.sessions, reports)
             except Exception:
                 with self._buffer_lock:  # put them back in front of anything reported meanwhile
-                    self._steps[:0], self._events[:0] = steps, events
+                    self._reports[:0] = reports
                 raise
 
     def close(self) -> None:
@@ -96,13 +98,10 @@ class DbReporter(Reporter):
     ) -> None:
         self.close()
 
-    def _add(self, step: StepRow | None = None, event: EventRow | None = None) -> None:
+    def _add(self, report: Report) -> None:
         with self._buffer_lock:
-            if step is not None:
-                self._steps.append(step)
-            if event is not None:
-                self._events.append(event)
-            full = len(self._steps) + len(self._events) >= self.flush_every
+            self._reports.append(report)
+            full = len(self._reports) >= self.flush_every
             if not full:
                 self._arm_timer()
         if full:

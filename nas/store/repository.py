@@ -18,13 +18,14 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Row, Select, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload, sessionmaker
@@ -36,6 +37,7 @@ from nas.store.models import (
     FINISHED_SEARCH,
     Artifact,
     Event,
+    EventKind,
     Search,
     SearchStatus,
     Trial,
@@ -317,22 +319,25 @@ def start_trial(
     fold: int | None = None,
     stage: str | None = None,
 ) -> int:
-    """Open the trial `key` of a search and return its id.
+    """Open the trial `key` of a search and return its id, with a `trial` event saying so.
 
-    Idempotent: a resumed search that starts `key` again gets the same id and row back. A failed
-    trial restarts as running; a completed or pruned one keeps its result until finished anew.
+    Idempotent: a resumed search that starts `key` again gets the same id and row back (its event
+    says "resumed"). A failed trial restarts as running; a completed or pruned one keeps its result
+    until finished anew.
     """
     try:
         with write_session(sessions) as session:
             trial = session.scalars(
                 select(Trial).where(Trial.search_id == search_id, Trial.key == key).with_for_update()
             ).first()
+            resumed = trial is not None
             if trial is None:
                 trial = Trial(search_id=search_id, key=key, params=params, fold=fold, stage=stage)
                 session.add(trial)
                 session.flush()
             elif trial.state == TrialState.FAILED:
                 trial.state, trial.finished_at = TrialState.RUNNING, None
+            session.add(_trial_event(trial, "resumed" if resumed else "started"))
             return trial.id
     except IntegrityError:
         # The same key started concurrently (PostgreSQL only, see create_search); or no such search.
@@ -343,12 +348,34 @@ def start_trial(
         return trial_id
 
 
+def _numbers(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The finite numbers among `metrics` (numpy's included)."""
+    return {
+        k: v for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def _trial_event(trial: Trial, what: str, metrics: dict[str, Any] | None = None) -> Event:
+    """The `trial` event of `trial` as it is now; `metrics`: its final metrics, numbers only (the rest,
+    e.g. architecture weights or confusion matrices, is on the trial itself)."""
+    data: dict[str, Any] = {"key": trial.key, "fold": trial.fold, "stage": trial.stage, "state": trial.state.value}
+    message = f"trial {trial.key} {what}"
+    if metrics is not None:
+        data["metrics"] = _numbers(metrics)
+        if "ua" in data["metrics"]:
+            message += f": UA {data['metrics']['ua']:.3f}"
+    level = logging.WARNING if trial.state == TrialState.FAILED else logging.INFO
+    return Event(
+        search_id=trial.search_id, trial_id=trial.id, kind=EventKind.TRIAL, level=level, message=message, data=data
+    )
+
+
 @dataclass(frozen=True)
 class StepRow:
     trial_id: int
     step: int
     metrics: dict[str, Any]
-    created_at: datetime = field(default_factory=utcnow)
+    created_at: datetime = field(default_factory=utcnow)  # when the step was reported (computed)
 
 
 @dataclass(frozen=True)
@@ -360,46 +387,100 @@ class EventRow:
     created_at: datetime = field(default_factory=utcnow)
 
 
+Report = StepRow | EventRow
+
+
 def add_steps(sessions: Sessions, trial_id: int, steps: Iterable[tuple[int, dict[str, Any]]]) -> None:
-    """Store per-step values; a step reported again (after a resume) replaces the earlier one."""
-    add_reports(sessions, steps=[StepRow(trial_id, step, metrics) for step, metrics in steps])
+    """Store per-step values (see `add_reports` for a step reported again)."""
+    add_reports(sessions, [StepRow(trial_id, step, metrics) for step, metrics in steps])
 
 
 def add_event(
     sessions: Sessions, search_id: str, message: str, level: int = logging.INFO, trial_id: int | None = None
 ) -> None:
-    add_reports(sessions, events=[EventRow(search_id, message, level, trial_id)])
+    add_reports(sessions, [EventRow(search_id, message, level, trial_id)])
 
 
-def add_reports(sessions: Sessions, steps: Sequence[StepRow] = (), events: Sequence[EventRow] = ()) -> None:
-    """Steps (upserted) and events (appended) in one transaction: the reporter's batched write."""
-    # Last write wins within a batch too; PostgreSQL refuses one upsert touching a row twice.
-    latest = {(row.trial_id, row.step): row for row in steps}
+def add_reports(sessions: Sessions, reports: Sequence[Report]) -> None:
+    """Steps and log lines in one transaction, in the order given: the reporter's batched write.
+
+    Each step computed now is stored with an `epoch` event at its place among the log lines. A step
+    reported again with the values already stored is a resume replaying a restored epoch: nothing is
+    written, so the step keeps the time it was computed and the feed does not show the epoch twice.
+    A step reported again with other values was computed again: it replaces the stored one (values
+    and time) and gets an event. Within one batch the last report of a step wins.
+    """
+    latest = {(r.trial_id, r.step): r for r in reports if isinstance(r, StepRow)}
     with write_session(sessions) as session:
-        if latest:
-            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-            upsert = insert(TrialStep).values(
-                [
-                    {"trial_id": r.trial_id, "step": r.step, "metrics": r.metrics, "created_at": r.created_at}
-                    for r in latest.values()
-                ]
+        fresh = _computed_now(session, latest)
+        _upsert_steps(session, list(fresh.values()))
+        trials = _trial_labels(session, {r.trial_id for r in fresh.values()})
+        for report in reports:
+            if isinstance(report, EventRow):
+                session.add(_log_event(report))
+            elif fresh.get((report.trial_id, report.step)) is report:
+                session.add(_epoch_event(trials[report.trial_id], report))
+
+
+def _computed_now(session: Session, steps: dict[tuple[int, int], StepRow]) -> dict[tuple[int, int], StepRow]:
+    """The steps whose values are not stored yet (new, or changed since)."""
+    if not steps:
+        return {}
+    stored = {
+        (trial_id, step): metrics
+        for trial_id, step, metrics in session.execute(
+            select(TrialStep.trial_id, TrialStep.step, TrialStep.metrics).where(
+                TrialStep.trial_id.in_({t for t, _ in steps}), TrialStep.step.in_({s for _, s in steps})
             )
-            session.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[TrialStep.trial_id, TrialStep.step],
-                    set_={"metrics": upsert.excluded.metrics, "created_at": upsert.excluded.created_at},
-                )
-            )
-        session.add_all(
-            Event(
-                search_id=e.search_id,
-                trial_id=e.trial_id,
-                level=e.level,
-                message=e.message,
-                created_at=e.created_at,
-            )
-            for e in events
         )
+    }
+    # Compared as stored: the JSON column turns numpy numbers into Python ones and NaN into null.
+    return {key: row for key, row in steps.items() if stored.get(key) != json.loads(to_json(row.metrics))}
+
+
+def _upsert_steps(session: Session, steps: list[StepRow]) -> None:
+    if not steps:
+        return
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    upsert = insert(TrialStep).values(
+        [{"trial_id": r.trial_id, "step": r.step, "metrics": r.metrics, "created_at": r.created_at} for r in steps]
+    )
+    session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=[TrialStep.trial_id, TrialStep.step],
+            set_={"metrics": upsert.excluded.metrics, "created_at": upsert.excluded.created_at},
+        )
+    )
+
+
+# What an epoch event says about its trial: id, search_id, key, fold and stage.
+_TrialLabel = Row[tuple[int, str, str, int | None, str | None]]
+
+
+def _trial_labels(session: Session, ids: set[int]) -> dict[int, _TrialLabel]:
+    if not ids:
+        return {}
+    labels = select(Trial.id, Trial.search_id, Trial.key, Trial.fold, Trial.stage).where(Trial.id.in_(ids))
+    return {row.id: row for row in session.execute(labels)}
+
+
+def _log_event(row: EventRow) -> Event:
+    return Event(
+        search_id=row.search_id, trial_id=row.trial_id, level=row.level, message=row.message, created_at=row.created_at
+    )
+
+
+def _epoch_event(trial: _TrialLabel, step: StepRow) -> Event:
+    values = ", ".join(f"{k} {v:.4g}" for k, v in _numbers(step.metrics).items())
+    return Event(
+        search_id=trial.search_id,
+        trial_id=trial.id,
+        kind=EventKind.EPOCH,
+        level=logging.INFO,
+        message=f"{trial.key} epoch {step.step}" + (f": {values}" if values else ""),
+        data={"key": trial.key, "fold": trial.fold, "stage": trial.stage, "epoch": step.step, "metrics": step.metrics},
+        created_at=step.created_at,
+    )
 
 
 def finish_trial(
@@ -427,6 +508,7 @@ def finish_trial(
         n_params = _finite(metrics.get("params"))
         trial.n_params = None if n_params is None else int(n_params)
         _put_artifacts(session, trial.search_id, trial_id, files)
+        session.add(_trial_event(trial, state.value, metrics))
 
 
 def add_artifacts(sessions: Sessions, search_id: str, artifacts: dict[str, Path], trial_id: int | None = None) -> None:

@@ -9,8 +9,10 @@ import time
 from typing import Any
 
 from api.routes import events as events_route
+from nas.reporting import TrialState
 from nas.store import repository as repo
 from nas.store.models import SearchStatus
+from nas.store.reporter import DbReporter
 from tests.api import (  # noqa: F401 - the fixtures register by importing them
     assert_error,
     client_fixture,
@@ -99,3 +101,55 @@ def test_bad_requests(client):
     bad_id = client.get(f"/searches/{search}/events", headers={"Last-Event-ID": "seven"})
     assert "Last-Event-ID" in assert_error(bad_id, 400)["message"]
     assert_error(client.get(f"/searches/{search}/events", params={"after": -1}), 422)
+
+
+EPOCHS = {1: {"loss": 1.0, "val_ua": 0.5}, 2: {"loss": 0.5, "val_ua": 0.625}}
+
+
+def test_trials_and_epochs_stream_live_as_their_own_event_types_in_order(client, monkeypatch):
+    monkeypatch.setattr(events_route, "POLL_SECONDS", 0.05)
+    sessions = sessions_of(client)
+    search = queue_search(sessions)
+    repo.claim_next_search(sessions, "worker-1", 30)
+    trials: list[int] = []
+
+    def worker() -> None:  # reports as a search worker does, while the stream is open
+        with DbReporter(sessions, search, flush_seconds=0.05) as reporter:
+            time.sleep(0.3)
+            trials.append(reporter.start_trial("fold-0/search", {}, fold=0, stage="search"))
+            for epoch, metrics in EPOCHS.items():
+                time.sleep(0.1)
+                reporter.report(trials[0], epoch, metrics)
+            reporter.log("derived a genome")
+            reporter.finish_trial(trials[0], TrialState.COMPLETE, {"ua": 0.55, "alphas": [[0.5, 0.5]]})
+        repo.mark_finished(sessions, search, SearchStatus.COMPLETED)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        stream = read_stream(client, f"/searches/{search}/events")
+    finally:
+        thread.join()
+    (trial,) = trials
+    events = [e for e in stream if e["event"] in ("trial", "epoch", "log")]
+    assert [(e["event"], e["data"]["trial_id"]) for e in events[1:]] == [
+        ("trial", trial),
+        ("epoch", trial),
+        ("epoch", trial),
+        ("log", None),
+        ("trial", trial),
+        ("log", None),  # completed
+    ]
+    assert [int(e["id"]) for e in events] == sorted(e["data"]["id"] for e in events)
+    started, first, second, _, finished, _ = events[1:]
+    where = {"key": "fold-0/search", "fold": 0, "stage": "search"}
+    assert started["data"] | where == started["data"] and started["data"]["state"] == "running"
+    assert first["data"] | where == first["data"] and second["data"] | where == second["data"]
+    assert [(e["data"]["epoch"], e["data"]["metrics"]) for e in (first, second)] == list(EPOCHS.items())
+    assert first["data"]["message"] == "fold-0/search epoch 1: loss 1, val_ua 0.5"
+    assert (finished["data"]["state"], finished["data"]["metrics"]) == ("complete", {"ua": 0.55})  # numbers only
+    assert events[0]["data"]["kind"] == "log" and events[0]["data"]["epoch"] is None
+
+    # A reconnecting EventSource resumes after the last id it saw, whatever that event's type.
+    again = read_stream(client, f"/searches/{search}/events", headers={"Last-Event-ID": first["id"]})
+    assert [e["event"] for e in again if "id" in e] == ["epoch", "log", "trial", "log"]

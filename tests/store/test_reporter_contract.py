@@ -98,8 +98,23 @@ def test_db_reporter_stores_what_the_contract_reported(sessions, tmp_path: Path)
     stored = repo.get_trial(sessions, retrain.id)
     assert (stored.state, stored.ua, stored.n_params) == (TrialState.PRUNED, 0.55, 1234)
     assert stored.artifacts[0].size_bytes == 64
-    events = repo.events_after(sessions, search_id)
-    assert [(e.message, e.level) for e in events][-2:] == [("derived a genome", 20), ("careful", 30)]
+    # Every report is an event, in the order reported; the replayed epoch 2 is one event (the last values).
+    events = [(e.kind, e.trial_id, e.message, e.level) for e in repo.events_after(sessions, search_id)]
+    assert events == [
+        ("trial", search.id, "trial fold-0/search started", 20),
+        ("trial", retrain.id, "trial fold-0/retrain started", 20),
+        ("trial", search.id, "trial fold-0/search resumed", 20),
+        ("epoch", search.id, "fold-0/search epoch 0: loss 1, val_ua 0.3", 20),
+        ("epoch", search.id, "fold-0/search epoch 1: loss 0.5, val_ua 0.4", 20),
+        ("epoch", search.id, "fold-0/search epoch 2: loss 0.25, val_ua 0.6", 20),
+        ("log", None, "derived a genome", 20),
+        ("log", None, "careful", 30),
+        ("trial", search.id, "trial fold-0/search complete", 20),
+        ("trial", search.id, "trial fold-0/search resumed", 20),
+        ("epoch", retrain.id, "fold-0/retrain epoch 0: loss 2", 20),
+        ("trial", retrain.id, "trial fold-0/retrain pruned: UA 0.550", 20),
+        ("trial", other.id, "trial fold-1/search started", 20),
+    ]
 
 
 def _rows(sessions, model) -> int:

@@ -153,6 +153,7 @@ def test_best_trial_and_events(sessions):
         repo.best_trial(sessions, search_id, metric="f1")
     assert repo.best_trial(sessions, queue(sessions, 1)[0]) is None
 
+    search_id = queue(sessions, 1)[0]  # one without trial events
     for i in range(5):
         repo.add_event(sessions, search_id, f"line {i}", logging.WARNING if i == 3 else logging.INFO)
     first = repo.events_after(sessions, search_id, limit=2)
