@@ -97,17 +97,34 @@ def model_card(genome: AnyGenome, metrics: dict[str, Any]) -> str:
         f"- Parameters: {metrics.get('params', 'unknown')}",
         f"- Flags: {', '.join(genome.flags) or 'none'}",
     ]
+    if trained_on := metrics.get("trained_on"):
+        lines.append(
+            f"- Trained on {trained_on['utterances']} utterances of {len(trained_on['speakers'])} speakers "
+            f"(early stopping on {', '.join(metrics['validation_speakers'])})"
+        )
     if summary:
-        lines += [
-            f"- Test UA over folds: {summary['ua_mean']:.3f} ± {summary['ua_std']:.3f}",
-            f"- Test WA over folds: {summary['wa_mean']:.3f} ± {summary['wa_std']:.3f}",
-        ]
+        expected = metrics.get("expected", {})
+        n_folds = expected.get("folds", len(metrics.get("folds", [])))
+        behind = f"{n_folds} speaker fold(s)"
+        if expected:
+            behind += f", {expected['test_speakers']} test speakers"
+        scores = ", ".join(f"{name} {_spread(summary, key, n_folds)}" for key, name in SCORE_NAMES.items())
+        lines += [f"- Expected on new speakers ({behind}, never seen in search or training): {scores}"]
     lines += [
         "",
         "Speaker-independent evaluation: test speakers were never seen in search or training.",
         "Load and predict: `sernas predict <this bundle> <audio files>` or `nas.bundle.predict_files`.",
     ]
     return "\n".join(lines) + "\n"
+
+
+SCORE_NAMES = {"ua": "UA", "wa": "WA", "macro_f1": "macro-F1"}
+
+
+def _spread(summary: dict[str, float], key: str, n_folds: int) -> str:
+    """mean ± std over folds; one fold has no spread to show."""
+    mean = summary[f"{key}_mean"]
+    return f"{mean:.3f} (one fold: no spread)" if n_folds == 1 else f"{mean:.3f} ± {summary[f'{key}_std']:.3f}"
 
 
 def export_bundle(source: Path, destination: Path) -> Path:
@@ -135,26 +152,37 @@ class Prediction:
     error: str | None = None
 
 
+PREDICT_BATCH = 64  # files whose features are held at once and scored in one forward pass per network
+
+
 def predict_files(bundle: Path, paths: list[Path]) -> list[Prediction]:
-    """Class probabilities of each audio file; an ensemble computes each distinct member input once per file."""
+    """Class probabilities of each audio file, scored in batches; an ensemble computes each distinct member
+    input once per file. A file that cannot be read gets its error, and the others their predictions."""
     genome, model, _ = load_model(bundle)
     if isinstance(genome, EnsembleGenome):
         networks = list(zip(genome.members, model.member, strict=True))
     else:
         networks = [(genome, model)]
     predictions: list[Prediction] = []
-    for path in paths:
-        try:
-            inputs = _member_inputs(path, [member.input for member, _ in networks])
-        except SernasError as exc:
-            predictions.append(Prediction(path, None, {}, str(exc)))
+    for start in range(0, len(paths), PREDICT_BATCH):
+        readable: list[tuple[Path, dict[FeatureSpec, np.ndarray]]] = []
+        for path in paths[start : start + PREDICT_BATCH]:
+            try:
+                readable.append((path, _member_inputs(path, [member.input for member, _ in networks])))
+            except SernasError as exc:
+                predictions.append(Prediction(path, None, {}, str(exc)))
+        if not readable:
             continue
-        probabilities = [_probabilities(net, member.input, inputs[member.input]) for member, net in networks]
-        probs = model.mix(probabilities) if isinstance(genome, EnsembleGenome) else probabilities[0]
-        probs = probs[0]
-        label = genome.classes[int(np.argmax(probs))]
-        predictions.append(Prediction(path, label, dict(zip(genome.classes, map(float, probs), strict=True))))
-    return predictions
+        probabilities = [
+            _probabilities(net, member.input, [inputs[member.input] for _, inputs in readable])
+            for member, net in networks
+        ]
+        mixed = model.mix(probabilities) if isinstance(genome, EnsembleGenome) else probabilities[0]
+        for (path, _), probs in zip(readable, mixed, strict=True):
+            label = genome.classes[int(np.argmax(probs))]
+            predictions.append(Prediction(path, label, dict(zip(genome.classes, map(float, probs), strict=True))))
+    order = {path: i for i, path in enumerate(paths)}
+    return sorted(predictions, key=lambda p: order[p.path])
 
 
 def _member_inputs(path: Path, specs: list[FeatureSpec]) -> dict[FeatureSpec, np.ndarray]:
@@ -173,11 +201,15 @@ def _member_inputs(path: Path, specs: list[FeatureSpec]) -> dict[FeatureSpec, np
     return inputs
 
 
-def _probabilities(model: SerModel, spec: FeatureSpec, features: np.ndarray) -> np.ndarray:
-    """(1, K) class probabilities of one file's features under a network."""
+def _probabilities(model: SerModel, spec: FeatureSpec, features: list[np.ndarray]) -> np.ndarray:
+    """(N, K) class probabilities of N files' features under a network."""
     from nas.train import predict_proba
 
-    if spec.layout == "frames":  # (T_i, D): one unpadded sequence, at most max_frames long
-        features = features[: spec.output_shape[0]]
-        return predict_proba(model, features[np.newaxis], np.array([len(features)]))
-    return predict_proba(model, features[np.newaxis])
+    if spec.layout == "frames":  # each (T_i, D): one unpadded sequence, cut to at most max_frames
+        sequences = [f[: spec.output_shape[0]] for f in features]
+        lengths = np.array([len(f) for f in sequences])
+        x = np.zeros((len(sequences), int(lengths.max()), spec.n_features), dtype=np.float32)  # (N, T, D)
+        for i, sequence in enumerate(sequences):
+            x[i, : len(sequence)] = sequence
+        return predict_proba(model, x, lengths)
+    return predict_proba(model, np.stack(features))  # (N, 1, F, T)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import sys
@@ -51,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="predict the emotion of audio files with a bundle")
     predict.add_argument("bundle", type=Path, help="an exported bundle .zip or a result folder")
-    predict.add_argument("files", type=Path, nargs="+", help="audio files")
+    predict.add_argument(
+        "files", nargs="+", help="audio files, folders (searched recursively for .wav and .flac) or glob patterns"
+    )
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.set_defaults(run=_predict)
 
@@ -178,11 +181,32 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def audio_files(arguments: list[str]) -> list[Path]:
+    """The audio files the arguments name: files as given, folders searched recursively, glob patterns
+    expanded (for shells that leave them alone); a folder or pattern that names no audio is an error."""
+    from nas.data.corpora import AUDIO_SUFFIXES
+
+    files: list[Path] = []
+    for argument in arguments:
+        path = Path(argument).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        elif not path.exists() and any(c in argument for c in "*?["):
+            found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        else:
+            files.append(path)  # a missing file is reported by name with the predictions
+            continue
+        if not found:
+            raise ConfigError(f"{argument}: no audio files there (looked for {', '.join(AUDIO_SUFFIXES)})")
+        files.extend(found)
+    return files
+
+
 def _predict(args: argparse.Namespace) -> int:
     from nas.bundle import predict_files
 
     failed = 0
-    for p in predict_files(args.bundle, args.files):
+    for p in predict_files(args.bundle, audio_files(args.files)):
         if p.error:
             failed += 1
             print(f"{p.path}: error: {p.error}", file=sys.stderr)

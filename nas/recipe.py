@@ -28,6 +28,12 @@ class TrainRecipe(BaseModel):
     monitor: Literal["val_ua", "val_loss"] = Field(
         "val_ua", description="what picks the best epoch and runs out the patience"
     )
+    precise_bn: bool = Field(
+        False,
+        description="before each validation, recompute the BatchNorm statistics over the training rows with the "
+        "epoch's final weights (precise BN, Wu & Johnson, 2021): running averages of batch statistics lag behind "
+        "weights that still move fast, and the network then scores differently in evaluation than in training",
+    )
     mixup: Literal["none", "aam"] = Field(
         "none",
         description="training-batch augmentation: none, or adaptive acoustic mixup (Li et al., 2026), which appends "

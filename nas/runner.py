@@ -30,6 +30,9 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume, when `out` holds the same spec) a search and write its result folder.
 
+    The spec is saved in `out` once the inputs have been read (a start that fails on them leaves nothing
+    that would block the corrected command).
+
     The strategy's preflight (e.g. the emoDARTS memory estimate) runs here, once, against the
     device this process will run the search on, before any audio is decoded. `trials` are the
     finished fold models a strategy may build on (default: result folders, see nas.trials).
@@ -38,13 +41,15 @@ def run_search(
     from nas.train import resolve_device
 
     reporter = reporter or InMemoryReporter()
-    _claim_folder(out, spec, reporter)
+    resuming = _check_folder(out, spec, reporter)
     strategy = get_strategy(spec.strategy)
     device = resolve_device(spec.device)
 
+    trials = trials or FolderTrials()
     data = None
     if strategy.reads_audio:
         utterances, problems = select_utterances(spec.corpus, reporter)
+        spec.check_inputs(trials, utterances)  # what the controller checks at submission, for the command line
         strategy.preflight(spec, len(class_names(utterances, spec.corpus)), device)
         data = featurise(
             utterances,
@@ -70,32 +75,44 @@ def run_search(
         is_cancelled=is_cancelled,
         progress=progress,
         search_id=search_id,
-        trials=trials or FolderTrials(),
+        trials=trials,
     )
-    result = strategy.run(ctx)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SPEC).write_text(spec.model_dump_json(indent=2))
+    try:
+        result = strategy.run(ctx)
+    except BaseException:
+        # A search that failed before leaving any work behind (e.g. on its inputs) leaves no spec either,
+        # so that the corrected command is not refused as "a different search".
+        if not resuming and all(p.name == SPEC for p in out.iterdir()):
+            (out / SPEC).unlink()
+        raise
     _write_result(out, result, [] if data is None else [str(p) for p in data.problems])
     return result
 
 
-def _claim_folder(out: Path, spec: SpecBase, reporter: Reporter) -> None:
+def _check_folder(out: Path, spec: SpecBase, reporter: Reporter) -> bool:
+    """Whether `out` holds this search already (to resume); a folder holding another search is refused."""
     saved = out / SPEC
-    if saved.exists():
-        if parse_spec(saved.read_text()) != spec:
-            raise ConfigError(
-                f"{out} holds a different search (see {saved}); choose another --out, or delete it to start over"
-            )
-        reporter.log(f"resuming the search in {out}")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(spec.model_dump_json(indent=2))
+    if not saved.exists():
+        return False
+    if parse_spec(saved.read_text()) != spec:
+        raise ConfigError(
+            f"{out} holds a different search (see {saved}); choose another --out, or delete it to start over"
+        )
+    reporter.log(f"resuming the search in {out}")
+    return True
 
 
 def _write_result(out: Path, result: SearchResult, problems: list[str]) -> None:
-    best_dir = result.best.weights.parent
+    """The export (the final model, else the best fold's) and its metrics: the final model's own (validation,
+    what it trained on, its expected quality from the folds), or the best fold's test report; then the
+    summary and every fold."""
+    export = result.final or result.best
     for name in (GENOME, WEIGHTS):
-        shutil.copyfile(best_dir / name, out / name)
+        shutil.copyfile(export.weights.parent / name, out / name)
     metrics = {
-        **result.best.metrics,
+        **export.metrics,
         "best_fold": result.best.fold,
         "summary": result.summary,
         "folds": [fold.metrics for fold in result.folds],
@@ -105,6 +122,18 @@ def _write_result(out: Path, result: SearchResult, problems: list[str]) -> None:
     (out / REPORT).write_text(_report(result, problems))
 
 
+def _exported(result: SearchResult) -> str:
+    if result.final is None:
+        return f"Exported model: fold {result.best.fold} (best validation score; test scores never choose)."
+    m = result.final.metrics
+    return (
+        f"Exported model: the genome of fold(s) {', '.join(map(str, m['chosen_from_folds']))} (chosen on validation "
+        f"scores; test scores never choose), trained on {m['trained_on']['utterances']} utterances of "
+        f"{len(m['trained_on']['speakers'])} speakers and stopped early on {', '.join(m['validation_speakers'])}; "
+        "the fold figures above are its expected quality on new speakers."
+    )
+
+
 def _report(result: SearchResult, problems: list[str]) -> str:
     s = result.summary
     lines = [
@@ -112,7 +141,7 @@ def _report(result: SearchResult, problems: list[str]) -> str:
         "",
         f"Test UA {s['ua_mean']:.3f} ± {s['ua_std']:.3f}, WA {s['wa_mean']:.3f} ± {s['wa_std']:.3f}, "
         f"macro-F1 {s['macro_f1_mean']:.3f} ± {s['macro_f1_std']:.3f} over {len(result.folds)} fold(s).",
-        f"Exported model: fold {result.best.fold} (best validation score; test scores never choose).",
+        _exported(result),
         "",
         "| fold | test speakers | family | val UA | test UA | test WA | macro-F1 | params | flags |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # mixed precision on CUDA only; CPU always trains in float32
     monitor: Literal["val_ua", "val_loss"] = "val_ua"  # picks the best epoch and runs out the patience
+    precise_bn: bool = False  # recompute BatchNorm statistics with each epoch's final weights
     mixup: Literal["none", "aam"] = "none"  # training batches only; see nas.augment.mixup
     mixup_threshold: float = 0.7  # aam: cosine similarity a pair must exceed
     mixup_alpha: float = 2.0  # aam: sensitivity of lambda to the difficulty difference
@@ -229,6 +230,8 @@ def fit(
                 n_classes=len(classes),
             )
             scheduler.step()
+            if config.precise_bn:
+                recompute_batch_norm(model, train, config.batch_size, device)
             entry = {"train_loss": train_loss, "train_acc": train_acc}
             if validation is None:
                 best_epoch = epoch
@@ -279,6 +282,28 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(best_epoch=best_epoch, history=history, stopped_early=stopped_early)
+
+
+def recompute_batch_norm(model: nn.Module, train: Examples, batch_size: int, device: str) -> None:
+    """Precise BN (Wu & Johnson, 2021, "Rethinking 'Batch' in BatchNorm"): replace every BatchNorm layer's
+    running statistics by the average of its batch statistics over the training rows, in order, under the
+    current weights. Everything else runs as in evaluation (no dropout, no randomness drawn)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = model.training
+    momenta = [norm.momentum for norm in norms]
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average: every batch counts the same
+        norm.train()
+    with torch.no_grad():
+        for xb, _, lb in iterate_batches(train, batch_size, shuffle=False, generator=None, device=device):
+            model(xb) if lb is None else model(xb, lb)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.train(was_training)
 
 
 def _monitored(config: TrainConfig, report: dict[str, Any]) -> tuple[float, float]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +292,33 @@ def test_config_and_device_errors_say_what_to_fix() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def _batch_statistics(model: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean over TRAIN's batches (in order) of the batch means and unbiased variances entering model[2]."""
+    with torch.no_grad():
+        batches = [
+            model[1](model[0](xb))
+            for xb, _, _ in iterate_batches(TRAIN, 16, shuffle=False, generator=None, device="cpu")
+        ]
+    return torch.stack([b.mean(0) for b in batches]).mean(0), torch.stack([b.var(0) for b in batches]).mean(0)
+
+
+def _batch_norm_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(8, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+
+
+def test_precise_bn_replaces_running_statistics_by_the_average_over_training_batches() -> None:
+    """With precise_bn the model ends with the BatchNorm statistics of its final weights, not a lagging average."""
+    config = TrainConfig(epochs=2, batch_size=16, optimizer="adam", lr=0.05)
+    model = _batch_norm_model()
+    fit(model, TRAIN, None, dataclasses.replace(config, precise_bn=True), classes=CLASSES)
+    mean, var = _batch_statistics(model)
+    assert torch.allclose(model[2].running_mean, mean, atol=1e-6)
+    assert torch.allclose(model[2].running_var, var, atol=1e-5)
+    assert model[2].momentum == 0.1  # the layer's own momentum is back
+
+    lagging = _batch_norm_model()
+    fit(lagging, TRAIN, None, config, classes=CLASSES)
+    assert not torch.allclose(lagging[2].running_mean, _batch_statistics(lagging)[0], atol=1e-3)

@@ -38,11 +38,21 @@ class FoldResult:
 
 
 @dataclass
+class FinalModel:
+    """The search's export: the genome chosen on validation, trained on every speaker of the corpus."""
+
+    genome: AnyGenome
+    weights: Path
+    metrics: dict[str, Any]  # validation scores, what it trained on, and `expected`: the fold estimate
+
+
+@dataclass
 class SearchResult:
     folds: list[FoldResult]
     best: FoldResult  # chosen on the validation objective, never on test scores
     summary: dict[str, float]  # mean and std over folds of the test metrics
     report_lines: list[str] = field(default_factory=list)  # what the strategy adds to report.md
+    final: FinalModel | None = None  # the export, when the strategy trains one; else `best` is exported
 
 
 class SearchStrategy(abc.ABC):

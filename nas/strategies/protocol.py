@@ -1,12 +1,19 @@
-"""The fold protocol every strategy shares: folds, the scaler, retrain, test once, summarise.
+"""The fold protocol every strategy shares: folds, the scaler, retrain, test once, summarise, and the
+model a user takes home.
 
 Speaker-independent throughout: a fold's test speakers are never seen by a search or a
 training run of that fold, and they are scored once, by `retrain_and_test`, after the fold's
-genome is fixed. What chooses (a trial, an epoch, the exported fold) is always a validation
+genome is fixed. What chooses (a trial, an epoch, the exported genome) is always a validation
 score on the search's objective. Each fold's retrained model leaves its bundle, a `result.json`
 marker (a resumed search never runs a finished fold again) and `predictions.npz`: class
 probabilities on its validation and test rows, keyed by utterance, which ensembles of finished
 trials read later.
+
+The folds estimate; the export uses everything: after the folds, the genome chosen on validation
+(`choose_genome`) is trained once more on every speaker of the corpus, minus a speaker-disjoint
+validation group that stops it early (`train_on_every_speaker`), and that model is the search's export.
+The fold estimate (mean and spread over folds, and how many folds and test speakers are behind it) is
+what its metrics report as its expected quality on new speakers: no speaker is left to test it on.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from nas.bundle import (
     FOLD_DONE,
@@ -36,10 +44,14 @@ from nas.genome import Genome, Provenance
 from nas.metrics import classification_report, count_parameters, latency_ms, mean_std
 from nas.reporting import TrialState
 from nas.robustness import NOISE_KEYS, scores_under_noise
-from nas.strategies.base import FoldResult, SearchContext, SearchResult
-from nas.train import TrainConfig, fit, predict_proba
+from nas.strategies.base import FinalModel, FoldResult, SearchContext, SearchResult
+from nas.train import FitResult, TrainConfig, fit, predict_proba
 
 SUMMARY_KEYS = ("ua", "wa", "macro_f1")
+FINAL = "final"  # the folder, in a search's workdir, of the model trained on every speaker
+# The share of the corpus's speakers that stops the final model early: 2-3 of RAVDESS' 12 actors, enough
+# utterances (120-180) that the stopping epoch does not hinge on a handful of them.
+FINAL_VALIDATION_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -59,26 +71,36 @@ def plan_fold(spec: Any, data: PreparedData, fold: Fold, train: np.ndarray, vali
     fitted on the fold's training speakers only."""
     pool = fold.train_indices(data.utterances)
     assert set(train.tolist()) | set(validation.tolist()) <= set(pool.tolist()), "train/validation outside the pool"
-    if spec.features.scaling == "standard":
-        mean, std = fit_scaler(data.x[pool], None if data.lengths is None else data.lengths[pool])
-    else:
-        size = spec.features.scaled_features
-        mean, std = np.zeros(size, np.float32), np.ones(size, np.float32)
+    mean, std = scaler(spec, data, pool)
     return FoldPlan(fold, train, validation, fold.test_indices(data.utterances), mean, std)
 
 
+def scaler(spec: Any, data: PreparedData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per feature of `rows` under the spec's scaling (identity for none)."""
+    if spec.features.scaling == "standard":
+        return fit_scaler(data.x[rows], None if data.lengths is None else data.lengths[rows])
+    size = spec.features.scaled_features
+    return np.zeros(size, np.float32), np.ones(size, np.float32)
+
+
 def holdout_speakers(data: PreparedData, fold: Fold, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) rows of a fold's training pool, validation on held-out speakers.
+    """(train, validation) rows of a fold's training pool, validation on held-out speakers."""
+    return split_speakers(data, fold.train_indices(data.utterances), fraction, seed, f"fold {fold.index}")
+
+
+def split_speakers(
+    data: PreparedData, pool: np.ndarray, fraction: float, seed: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) rows of `pool`, validation on about `fraction` of its speakers.
 
     Validation speakers are dealt like test speakers (gender-balanced, `speaker_folds`), so that a
     trial's validation score, like its test score, is measured on voices it never trained on.
     """
-    pool = fold.train_indices(data.utterances)
     speakers = sorted({data.utterances[i].speaker for i in pool})
     n_groups = max(2, round(1 / fraction))
     if len(speakers) < 2:
         raise DataError(
-            f"fold {fold.index} trains on {len(speakers)} speaker(s): a speaker-disjoint validation set needs "
+            f"{what} trains on {len(speakers)} speaker(s): a speaker-disjoint validation set needs "
             "at least 2; use fewer folds"
         )
     held_out = set(
@@ -99,30 +121,61 @@ def plan_holdout_fold(ctx: SearchContext, fold: Fold, fraction: float) -> FoldPl
     return plan_fold(ctx.spec, ctx.data, fold, train, validation)
 
 
-def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_dir: Path) -> FoldResult:
-    """Train a genome by its recipe on the plan's rows (early stopping on validation), then test it once."""
+def train_genome(
+    ctx: SearchContext,
+    genome: Genome,
+    rows: tuple[np.ndarray, np.ndarray],
+    normalisation: tuple[np.ndarray, np.ndarray],
+    key: str,
+    fold: int | None,
+    stage: str,
+    folder: Path,
+    seed: int,
+) -> tuple[nn.Module, FitResult, int]:
+    """Train a genome by its recipe on `rows` (train, validation: early stopping), reported as trial `key`;
+    the model starts from weights drawn from `seed` alone and resumes from its checkpoint in `folder`.
+    Returns the model (holding its best epoch), the fit's outcome and the trial id."""
     from nas.models import build
 
-    data, fold = ctx.data, plan.fold
+    data = ctx.data
+    assert data is not None, "training a genome needs the prepared audio"
     trial = ctx.reporter.start_trial(
-        f"fold-{fold.index}/retrain/{genome.family}",
+        key,
         {"family": genome.family, "training": genome.training.model_dump(mode="json")},
-        fold=fold.index,
-        stage="retrain",
+        fold=fold,
+        stage=stage,
     )
-    model = build(genome)
-    model.set_scaler(plan.mean, plan.std)
+    model = build(genome, seed=seed)
+    model.set_scaler(*normalisation)
+    train, validation = rows
     outcome = fit(
         model,
-        data.training_rows(plan.train, genome.input.segments),
-        data.rows(plan.validation),
-        TrainConfig.of(genome.training, seed=ctx.spec.seed + fold.index),
+        data.training_rows(train, genome.input.segments),
+        data.rows(validation),
+        TrainConfig.of(genome.training, seed=seed),
         classes=data.classes,
         device=ctx.device,
         on_epoch=lambda epoch, m: ctx.reporter.report(trial, epoch, m),
         is_cancelled=ctx.is_cancelled,
-        checkpoint_path=fold_dir / "retrain.ckpt",
+        checkpoint_path=folder / "retrain.ckpt",
         progress=ctx.progress,
+    )
+    return model, outcome, trial
+
+
+def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_dir: Path) -> FoldResult:
+    """Train a genome by its recipe on the plan's rows (early stopping on validation), then test it once."""
+    data, fold = ctx.data, plan.fold
+    model, outcome, trial = train_genome(
+        ctx,
+        genome,
+        (plan.train, plan.validation),
+        (plan.mean, plan.std),
+        f"fold-{fold.index}/retrain/{genome.family}",
+        fold.index,
+        "retrain",
+        fold_dir,
+        seed=ctx.spec.seed + fold.index,
     )
     best_epoch = outcome.history[outcome.best_epoch - 1]  # epochs count from 1
     validation = data.rows(plan.validation)
@@ -206,7 +259,94 @@ def run_folds(
         for snr in noise[0]:
             scores = mean_std([n[snr] for n in noise], NOISE_KEYS)
             summary |= {f"awgn_{snr}db_{key}": value for key, value in scores.items()}
-    return SearchResult(results, best, summary)
+    final = None
+    if ctx.data is not None:
+        genome, agreeing = choose_genome(results, ctx.spec.objective)
+        final = train_on_every_speaker(ctx, genome, agreeing, fold_estimate(results, summary))
+    return SearchResult(results, best, summary, final=final)
+
+
+def choose_genome(results: list[FoldResult], objective: str) -> tuple[Genome, list[FoldResult]]:
+    """The genome to export and the folds that chose it, decided on validation scores only: the genome most
+    folds chose; among equally common ones, the best mean validation objective over its folds. (Strategies
+    that search each fold anew seldom agree, and then it is the fold with the best validation score.)"""
+    by_genome: dict[str, list[FoldResult]] = {}
+    for result in results:
+        assert isinstance(result.genome, Genome), "an ensemble of fold models cannot be trained again"
+        key = result.genome.model_copy(update={"provenance": Provenance()}).model_dump_json()
+        by_genome.setdefault(key, []).append(result)
+    chosen = max(
+        by_genome.values(), key=lambda folds: (len(folds), np.mean([r.metrics[f"val_{objective}"] for r in folds]))
+    )
+    genome = chosen[0].genome
+    assert isinstance(genome, Genome)
+    return genome.model_copy(update={"provenance": Provenance()}), chosen
+
+
+def fold_estimate(results: list[FoldResult], summary: dict[str, float]) -> dict[str, Any]:
+    """What the folds say about a model of this search on new speakers: the summary, and what is behind it."""
+    return {
+        **summary,
+        "folds": len(results),
+        "test_speakers": sum(len(r.test_speakers) for r in results),
+    }
+
+
+def train_on_every_speaker(
+    ctx: SearchContext, genome: Genome, chosen_from: list[FoldResult], estimate: dict[str, Any]
+) -> FinalModel:
+    """Train `genome` on every speaker of the corpus but a speaker-disjoint validation group that stops it
+    early (`FINAL_VALIDATION_FRACTION`); no speaker is left to test it, so `estimate` is its expected quality."""
+    folder = ctx.workdir / FINAL
+    if (folder / FOLD_DONE).exists():
+        ctx.reporter.log("final model: already trained, not trained again")
+        saved, _, metrics = load_model(folder)
+        return FinalModel(saved, folder / WEIGHTS, metrics)
+    data = ctx.data
+    assert data is not None, "the final model trains on the prepared audio"
+    everyone = np.arange(len(data.utterances))
+    train, validation = split_speakers(data, everyone, FINAL_VALIDATION_FRACTION, ctx.spec.seed, "the final model")
+    speakers = sorted({data.utterances[i].speaker for i in train})
+    held_out = sorted({data.utterances[i].speaker for i in validation})
+    ctx.reporter.log(
+        f"final model: the genome of fold(s) {', '.join(str(r.fold) for r in chosen_from)} trained on "
+        f"{len(train)} utterances of {len(speakers)} speakers, stopped early on {', '.join(held_out)}"
+    )
+    model, outcome, trial = train_genome(
+        ctx,
+        genome,
+        (train, validation),
+        scaler(ctx.spec, data, everyone),
+        f"{FINAL}/retrain/{genome.family}",
+        None,
+        FINAL,
+        folder,
+        seed=ctx.spec.seed,
+    )
+    best_epoch = outcome.history[outcome.best_epoch - 1]
+    metrics: dict[str, Any] = {
+        **{f"val_{k}": best_epoch[f"val_{k}"] for k in SUMMARY_KEYS},
+        "best_epoch": outcome.best_epoch,
+        "params": count_parameters(model),
+        **latency_ms(model.cpu(), genome.input.output_shape, device="cpu", frames=genome.input.layout == "frames"),
+        "trained_on": {"utterances": len(train), "speakers": speakers},
+        "validation_speakers": held_out,
+        "chosen_from_folds": [r.fold for r in chosen_from],
+        "expected": estimate,
+    }
+    genome = genome.model_copy(
+        update={
+            "provenance": Provenance(
+                search_id=ctx.search_id,
+                trial_id=trial,
+                metrics={"ua_mean": estimate["ua_mean"], "ua_std": estimate["ua_std"]},
+            )
+        }
+    )
+    weights = save_model(folder, genome, model, metrics)
+    ctx.reporter.finish_trial(trial, TrialState.COMPLETE, metrics, genome, {WEIGHTS_ARTIFACT: weights})
+    (folder / FOLD_DONE).write_text(json.dumps({"final": True, "trained_on": len(train)}))
+    return FinalModel(genome, weights, metrics)
 
 
 def _load_fold(fold_dir: Path) -> FoldResult:

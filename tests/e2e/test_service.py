@@ -19,6 +19,7 @@ import pytest
 from api.cli import example_body
 from nas.cli import main as sernas
 from tests.e2e import (
+    ACTORS,
     CLASSES,
     FAKE,
     Server,
@@ -27,11 +28,11 @@ from tests.e2e import (
     wait_until,
     worker_pids,
 )
-from tests.strategies.conftest import held_out_files
+from tests.strategies.conftest import UNSEEN_ACTORS, held_out_files
 
 pytestmark = pytest.mark.slow
 
-SEARCH_KEY, RETRAIN_KEY = "fold-0/search", "fold-0/retrain/emodarts"
+SEARCH_KEY, RETRAIN_KEY, FINAL_KEY = "fold-0/search", "fold-0/retrain/emodarts", "final/retrain/emodarts"
 
 
 def _trial(server: Server, search_id: str, key: str) -> dict | None:
@@ -44,7 +45,7 @@ def _assert_complete_and_unique(server: Server, search_id: str, search_epochs: i
     keys = [t["key"] for t in trials]
     assert len(keys) == len(set(keys)), f"duplicated trials: {keys}"
     if not FAKE:
-        assert sorted(keys) == sorted([SEARCH_KEY, RETRAIN_KEY])
+        assert sorted(keys) == sorted([SEARCH_KEY, RETRAIN_KEY, FINAL_KEY])
         assert all(t["state"] == "complete" for t in trials)
         search_trial = next(t for t in trials if t["key"] == SEARCH_KEY)
         assert server.steps(search_trial["id"]) == list(range(1, search_epochs + 1))
@@ -80,22 +81,24 @@ def test_submit_watch_page_export_rebuild_and_predict(server, ravdess_root, tmp_
         zipfile.ZipFile(bundle).namelist()
     )
 
-    # Rebuilt outside the service, the model predicts the held-out actors' real recordings, and
-    # scores on them exactly what the service reported for it.
+    # The download is the search's genome trained on all 8 actors (the final trial); rebuilt outside the
+    # service, it predicts the real recordings of 4 actors the service never saw.
     from nas.bundle import load_model, predict_files
     from nas.metrics import classification_report
 
     genome, model, metrics = load_model(bundle)
     assert genome.classes == ("calm", "angry") and sum(p.numel() for p in model.parameters()) > 0
-    held_out = held_out_files(ravdess_root, set(metrics["test_speakers"]))
-    assert len(held_out) == 32
-    predictions = predict_files(bundle, held_out)
+    final = next(t for t in trials if t["key"] == FINAL_KEY)
+    assert genome.provenance.trial_id == final["id"] and final["stage"] == "final"
+    assert set(metrics["trained_on"]["speakers"]) | set(metrics["validation_speakers"]) == set(ACTORS)
+    unseen = held_out_files(ravdess_root, UNSEEN_ACTORS)
+    assert len(unseen) == 64
+    predictions = predict_files(bundle, unseen)
     assert all(p.error is None and p.label in genome.classes for p in predictions)
     truth = [genome.classes.index(CLASSES[p.path.name.split("-")[2]]) for p in predictions]
     probs = [[p.probabilities[c] for c in genome.classes] for p in predictions]
     ua = classification_report(truth, probs, genome.classes)["ua"]
-    assert ua == pytest.approx(retrain["ua"]) == pytest.approx(metrics["ua"])
-    assert ua >= 0.6, f"the example's model is at chance level (UA {ua:.3f})"
+    assert ua >= 0.6, f"the example's model is at chance level on unseen actors (UA {ua:.3f})"
 
 
 def test_a_sigkilled_search_worker_resumes_from_its_checkpoint(server, ravdess_root, sessions):

@@ -10,12 +10,13 @@ import pytest
 
 from nas import train as training
 from nas.augment.waveform import AudioAugment
+from nas.data.corpora import read_corpus
 from nas.dataset import Examples
 from nas.reporting import InMemoryReporter
 from nas.runner import run_search
 from nas.strategies import protocol
 
-from .conftest import tiny_spec
+from .conftest import CLASSES, tiny_spec
 
 
 def test_tpe_asha_trains_on_originals_and_their_copies(
@@ -38,8 +39,13 @@ def test_tpe_asha_trains_on_originals_and_their_copies(
     reporter = InMemoryReporter()
     result = run_search(spec, tmp_path / "run", cache_dir=feature_cache, reporter=reporter, progress=False)
 
-    assert result.folds
+    assert result.folds and result.final is not None
     fold_line = next(m for line in reporter.messages if (m := re.search(r"(\d+) training and (\d+) validation", line)))
     n_train, n_validation = map(int, fold_line.groups())
-    assert {name for name, _, _ in sizes} == {"trial", "retrain"}
-    assert all((train, validation) == (2 * n_train, n_validation) for _, train, validation in sizes)
+    *in_folds, final = sizes  # the model trained on every speaker comes last
+    assert {name for name, _, _ in in_folds} == {"trial", "retrain"}
+    assert all((train, validation) == (2 * n_train, n_validation) for _, train, validation in in_folds)
+    trained_on = result.final.metrics["trained_on"]["utterances"]
+    assert final[:2] == ("retrain", 2 * trained_on) and trained_on + final[2] == len(
+        [u for u in read_corpus("ravdess", small_corpus).utterances if u.label in CLASSES.values()]
+    )

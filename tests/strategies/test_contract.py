@@ -70,9 +70,16 @@ def test_a_run_reports_trials_and_leaves_a_result_folder(finished):
     trials = list(reporter.trials.values())
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), "no trial left running"
     assert len({t.key for t in trials}) == len(trials)
-    assert all(t.fold == 0 and t.stage in ("search", "retrain") for t in trials)
+    in_folds = [t for t in trials if t.stage != "final"]
+    assert all(t.fold == 0 and t.stage in ("search", "retrain") for t in in_folds)
     retrain = [t for t in trials if t.stage == "retrain"]
     assert len(retrain) == 1 and retrain[0].steps and retrain[0].genome is not None
+    # then the chosen genome once more on every speaker: the export
+    (final,) = [t for t in trials if t.stage == "final"]
+    assert final.fold is None and final.steps and final.genome is not None and final.state == TrialState.COMPLETE
+    assert final.genome.architecture == retrain[0].genome.architecture
+    exported = json.loads((out / "genome.json").read_text())
+    assert exported["provenance"]["trial_id"] == final.id
     assert [t for t in trials if t.stage == "search" and t.steps], "search trials report their epochs"
     for name in RESULT_FILES:
         assert (out / name).is_file(), name
