@@ -109,14 +109,12 @@ class SearchCreate(BaseModel):
 
 def search_links(search_id: str, status: SearchStatus) -> dict[str, str]:
     base = f"/searches/{search_id}"
-    links = {
-        "self": base,
-        "trials": f"{base}/trials",
-        "best": f"{base}/best",
-        "events": f"{base}/events",
-        "cancel": f"{base}/cancel",
-        "resume": f"{base}/resume",
-    }
+    links = {"self": base, "trials": f"{base}/trials", "best": f"{base}/best", "events": f"{base}/events"}
+    # Only the actions that do something in this status: no link leads to a 409 or a no-op.
+    if status in (SearchStatus.QUEUED, SearchStatus.RUNNING):
+        links["cancel"] = f"{base}/cancel"
+    if status in (SearchStatus.FAILED, SearchStatus.CANCELLED):
+        links["resume"] = f"{base}/resume"
     if status == SearchStatus.COMPLETED:
         links["export"] = f"{base}/export"
     return links
@@ -281,7 +279,8 @@ class TrialPublic(BaseModel):
     @classmethod
     def fields_of(cls, trial: Trial) -> dict[str, Any]:
         links = {"self": f"/trials/{trial.id}", "search": f"/searches/{trial.search_id}"}
-        if trial.state == TrialState.COMPLETE:
+        # Search-stage trials (a supernet's epochs, a sampled configuration, a GA restart) keep no weights.
+        if trial.state == TrialState.COMPLETE and trial.stage != "search":
             links["export"] = f"/trials/{trial.id}/export"
         return {
             "id": trial.id,

@@ -274,6 +274,15 @@ def mark_finished(
         )
         if finished.rowcount != 1:
             return False
+        if status != SearchStatus.COMPLETED:
+            # The trial the search was in when it stopped did not finish: say so rather than leave it running.
+            # A resumed search takes it up again under the same key (start_trial reopens failed trials).
+            session.execute(
+                update(Trial)
+                .where(Trial.search_id == search_id, Trial.state == TrialState.RUNNING)
+                .values(state=TrialState.FAILED, finished_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
         level = logging.ERROR if status == SearchStatus.FAILED else logging.INFO
         session.add(_event(search_id, f"{status.value}: {error}" if error else status.value, level))
         return True

@@ -138,7 +138,8 @@ def test_trial_detail_and_best(client):
     detail = client.get(f"/trials/{ids[1]}").json()
     assert [s["step"] for s in detail["steps"]] == [1, 2] and detail["steps"][0]["metrics"] == {"loss": 1.9}
     assert detail["genome"] == {"kind": "x"} and detail["state"] == "complete" and detail["n_params"] == 1001
-    assert detail["links"]["export"] == f"/trials/{ids[1]}/export"
+    assert "export" not in detail["links"]  # a search-stage trial keeps no weights
+    assert client.get(f"/trials/{ids[2]}").json()["links"]["export"] == f"/trials/{ids[2]}/export"  # a retrain
 
     best = client.get(f"/searches/{search}/best").json()
     assert best["id"] == ids[5] and best["ua"] == max(t["ua"] for t in best_candidates(client, search))
@@ -245,3 +246,24 @@ def test_unexpected_errors_are_json_500s(client, monkeypatch):
     quiet = TestClient(client.app, raise_server_exceptions=False)
     error = assert_error(quiet.get("/searches"), 500, "internal_error")
     assert "boom" not in error["message"]  # internals stay in the server log
+
+
+def test_links_offer_only_what_the_status_allows_and_a_stopped_search_leaves_no_trial_running(client):
+    sessions = sessions_of(client)
+    search = queue_search(sessions)
+    links = client.get(f"/searches/{search}").json()["links"]
+    assert "cancel" in links and "resume" not in links and "export" not in links
+    assert repo.claim_next_search(sessions, "w", 30).id == search
+    searching = repo.start_trial(sessions, search, "fold-0/search", {}, fold=0, stage="search")
+    repo.request_cancel(sessions, search)
+    assert repo.mark_finished(sessions, search, SearchStatus.CANCELLED, owner="w")
+    trial = client.get(f"/trials/{searching}").json()
+    assert trial["state"] == "failed" and trial["finished_at"] is not None  # interrupted, not left running
+    links = client.get(f"/searches/{search}").json()["links"]
+    assert "resume" in links and "cancel" not in links and "export" not in links
+
+    done = queue_search(sessions, "done")
+    assert repo.claim_next_search(sessions, "w", 30).id == done
+    assert repo.mark_finished(sessions, done, SearchStatus.COMPLETED, owner="w")
+    assert set(client.get(f"/searches/{done}").json()["links"]) == {"self", "trials", "best", "events", "export"}
+    assert client.post(links["resume"]).status_code == 200

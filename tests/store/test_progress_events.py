@@ -311,5 +311,6 @@ def test_finished_and_queued_searches_have_no_running_trials_nor_estimate(sessio
     progress = progress_of(sessions, [cancelled, queued], now=T0 + 90 * minute)
     assert progress[cancelled.id].running == [] and progress[cancelled.id].estimate is None
     assert progress[cancelled.id].elapsed_seconds == (cancelled.finished_at - T0).total_seconds()
-    assert progress[cancelled.id].trials["running"] == 1  # as stored: the trial was interrupted
+    assert progress[cancelled.id].trials["failed"] == 1 and not progress[cancelled.id].trials.get("running")
+    # (the trial the search was in did not finish: stopping the search marks it failed)
     assert progress[queued.id].elapsed_seconds is None and progress[queued.id].trials["complete"] == 0
