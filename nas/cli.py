@@ -155,6 +155,7 @@ def build_spec(args: argparse.Namespace) -> SpecBase:
 def _search(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from nas.reporting import InMemoryReporter
     from nas.runner import run_search
 
     try:
@@ -162,12 +163,19 @@ def _search(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise ConfigError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    result = run_search(spec, out, cache_dir=args.cache_dir, progress=not args.no_progress)
+    reporter = InMemoryReporter(log_epochs=args.no_progress)  # without bars, a line per epoch shows it is alive
+    result = run_search(spec, out, cache_dir=args.cache_dir, reporter=reporter, progress=not args.no_progress)
     summary = result.summary
     print(
         f"\ntest UA {summary['ua_mean']:.3f} ± {summary['ua_std']:.3f}, "
         f"WA {summary['wa_mean']:.3f} ± {summary['wa_std']:.3f} over {len(result.folds)} fold(s)"
     )
+    if result.final is not None:
+        trained_on = result.final.metrics["trained_on"]
+        print(
+            f"exported: the chosen genome trained on {trained_on['utterances']} utterances of "
+            f"{len(trained_on['speakers'])} speakers; the fold figures above are its expected quality on new speakers"
+        )
     print(f"results in {out}/ (report.md, genome.json, weights.safetensors, metrics.json)")
     print(f"next: sernas export {out}   then   sernas predict {out}/bundle.zip <audio files>")
     return 0

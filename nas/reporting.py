@@ -76,12 +76,16 @@ class TrialRecord:
     started: float = field(default_factory=time.time)
 
 
+EPOCH_LINE_KEYS = ("train_loss", "val_loss", "val_ua", "val_wa")  # what an epoch's log line shows
+
+
 class InMemoryReporter(Reporter):
     """Keeps everything in memory (tests, the command line); logs go to the `sernas` logger."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_epochs: bool = False) -> None:
         self.trials: dict[int, TrialRecord] = {}
         self.messages: list[str] = []
+        self.log_epochs = log_epochs  # a line per reported epoch, where no progress bar shows them
 
     def start_trial(
         self, key: str, params: dict[str, Any], *, fold: int | None = None, stage: str | None = None
@@ -99,6 +103,9 @@ class InMemoryReporter(Reporter):
         steps = self.trials[trial_id].steps
         steps[:] = [(s, m) for s, m in steps if s != step]  # keyed by step, as in the study database
         steps.append((step, dict(metrics)))
+        if self.log_epochs:
+            shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in EPOCH_LINE_KEYS if k in metrics)
+            self.log(f"{self.trials[trial_id].key} epoch {step}: {shown}")
 
     def finish_trial(
         self,

@@ -1,6 +1,7 @@
 """The command line end to end on real RAVDESS audio: search, derive, retrain, test, export, predict."""
 
 import json
+import logging
 import zipfile
 from pathlib import Path
 
@@ -32,11 +33,17 @@ def _corpus(tmp_path: Path, ravdess_root: Path) -> Path:
     return root
 
 
-def test_tiny_search_exports_a_model_of_every_actor_that_predicts_unseen_ones(tmp_path, ravdess_root, capsys):
+def test_tiny_search_exports_a_model_of_every_actor_that_predicts_unseen_ones(tmp_path, ravdess_root, capsys, caplog):
     corpus, out = _corpus(tmp_path, ravdess_root), tmp_path / "run"
     args = ["search", "--corpus", "ravdess", "--data", str(corpus), "--classes", "calm,angry"]
     args += ["--folds", "4", "--only-folds", "0", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    caplog.set_level(logging.INFO, logger="sernas")
     assert main(args + TINY) == 0
+    # --no-progress: no bars, so a line per epoch of every trial shows the search is alive
+    epochs = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
+    assert any(m.startswith("fold-0/search epoch 2: ") and "val_ua" in m for m in epochs), epochs
+    assert any(m.startswith("final/retrain/emodarts epoch 1: ") for m in epochs), epochs
+    assert "exported: the chosen genome trained on " in capsys.readouterr().out
 
     report = (out / "report.md").read_text()
     assert "03-01-05-02-02-02-01.flac" in report, "the corrupt file must be reported by name"
