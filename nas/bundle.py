@@ -203,13 +203,12 @@ def _member_inputs(path: Path, specs: list[FeatureSpec]) -> dict[FeatureSpec, np
 
 def _probabilities(model: SerModel, spec: FeatureSpec, features: list[np.ndarray]) -> np.ndarray:
     """(N, K) class probabilities of N files' features under a network."""
+    from nas.features.extract import place
     from nas.train import predict_proba
 
-    if spec.layout == "frames":  # each (T_i, D): one unpadded sequence, cut to at most max_frames
-        sequences = [f[: spec.output_shape[0]] for f in features]
-        lengths = np.array([len(f) for f in sequences])
-        x = np.zeros((len(sequences), int(lengths.max()), spec.n_features), dtype=np.float32)  # (N, T, D)
-        for i, sequence in enumerate(sequences):
-            x[i, : len(sequence)] = sequence
+    if spec.layout == "frames":  # each (T_i, D): one unpadded sequence, cut to at most max_frames by `place`
+        longest = min(max(len(f) for f in features), spec.output_shape[0])
+        x = np.zeros((len(features), longest, spec.n_features), dtype=np.float32)  # (N, T, D)
+        lengths = np.array([place(x, i, f) for i, f in enumerate(features)])
         return predict_proba(model, x, lengths)
     return predict_proba(model, np.stack(features))  # (N, 1, F, T)

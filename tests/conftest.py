@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -171,3 +171,13 @@ def _server_bindir() -> Path:
         if (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
             return Path(candidate)
     raise PostgresUnavailableError("no PostgreSQL server binaries (initdb, pg_ctl) found")
+
+
+def link_actors(root: Path, ravdess_root: Path, actors: Iterable[int]) -> Path:
+    """A RAVDESS-layout folder at `root` of links to the real recordings of `actors` (never copies)."""
+    for actor in actors:
+        folder = root / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True)
+        for src in (ravdess_root / folder.name).glob("*.flac"):
+            (folder / src.name).symlink_to(src)
+    return root

@@ -9,6 +9,7 @@ import pytest
 
 from nas.bundle import predict_files
 from nas.cli import main
+from tests.conftest import link_actors
 
 ACTORS = range(1, 9)  # 8 actors, 4 speaker folds of one male + one female
 CLASSES = {"02": "calm", "05": "angry"}
@@ -22,12 +23,7 @@ TINY = [
 
 def _corpus(tmp_path: Path, ravdess_root: Path) -> Path:
     """A RAVDESS-layout folder of links to 8 real actors, plus one corrupt file with a valid name."""
-    root = tmp_path / "corpus"
-    for actor in ACTORS:
-        folder = root / f"Actor_{actor:02d}"
-        folder.mkdir(parents=True)
-        for src in (ravdess_root / folder.name).glob("*.flac"):
-            (folder / src.name).symlink_to(src)
+    root = link_actors(tmp_path / "corpus", ravdess_root, ACTORS)
     (root / "Actor_01" / "03-01-05-02-02-02-01.flac").unlink()
     (root / "Actor_01" / "03-01-05-02-02-02-01.flac").write_bytes(b"not audio at all" * 64)
     return root

@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from api.routes import events as events_route
@@ -39,6 +40,16 @@ def read_stream(client, url: str, **kwargs: Any) -> list[dict[str, Any]]:
         if fields:
             parsed.append(fields)
     return parsed
+
+
+def stream_while(client, search: str, worker: Callable[[], None]) -> list[dict[str, Any]]:
+    """The whole event stream of `search`, read while `worker` reports to it from another thread."""
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        return read_stream(client, f"/searches/{search}/events")
+    finally:
+        thread.join()
 
 
 def test_replay_of_a_finished_search(client):
@@ -81,12 +92,7 @@ def test_live_events_and_status_changes(client, monkeypatch):
         time.sleep(0.3)
         repo.mark_finished(sessions, search, SearchStatus.COMPLETED, summary={"ua_mean": 0.6})
 
-    thread = threading.Thread(target=worker)
-    thread.start()
-    try:
-        stream = read_stream(client, f"/searches/{search}/events")
-    finally:
-        thread.join()
+    stream = stream_while(client, search, worker)
     statuses = [e["data"]["status"] for e in stream if e["event"] == "status"]
     assert statuses == ["queued", "running", "completed"]
     messages = [e["data"]["message"] for e in stream if e["event"] == "log"]
@@ -124,12 +130,7 @@ def test_trials_and_epochs_stream_live_as_their_own_event_types_in_order(client,
             reporter.finish_trial(trials[0], TrialState.COMPLETE, {"ua": 0.55, "alphas": [[0.5, 0.5]]})
         repo.mark_finished(sessions, search, SearchStatus.COMPLETED)
 
-    thread = threading.Thread(target=worker)
-    thread.start()
-    try:
-        stream = read_stream(client, f"/searches/{search}/events")
-    finally:
-        thread.join()
+    stream = stream_while(client, search, worker)
     (trial,) = trials
     events = [e for e in stream if e["event"] in ("trial", "epoch", "log")]
     assert [(e["event"], e["data"]["trial_id"]) for e in events[1:]] == [

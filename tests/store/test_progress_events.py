@@ -19,6 +19,7 @@ from nas.store import repository as repo
 from nas.store.models import Event, EventKind, Search, SearchStatus, Trial
 from nas.store.progress import progress_of
 from nas.store.reporter import DbReporter, DurableSteps
+from tests.conftest import link_actors
 from tests.store.test_searches import queue
 
 ACTORS = range(1, 5)  # 2 speaker folds of one man and one woman each
@@ -29,13 +30,7 @@ T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory: pytest.TempPathFactory, ravdess_root: Path) -> Path:
     """A RAVDESS-layout folder of links to 4 real actors."""
-    root = tmp_path_factory.mktemp("corpus")
-    for actor in ACTORS:
-        folder = root / f"Actor_{actor:02d}"
-        folder.mkdir()
-        for src in (ravdess_root / folder.name).glob("*.flac"):
-            (folder / src.name).symlink_to(src)
-    return root
+    return link_actors(tmp_path_factory.mktemp("corpus"), ravdess_root, ACTORS)
 
 
 def tiny_darts(corpus_root: Path) -> SpecBase:

@@ -10,6 +10,7 @@ import pytest
 
 from nas.reporting import InMemoryReporter
 from nas.spec import CorpusSpec, FoldSpec, SpecBase, spec_from_preset
+from tests.conftest import link_actors
 
 ACTORS = range(1, 9)  # 8 actors: 4 speaker folds of one man and one woman
 # The bundled actors no test corpus holds: no search and no exported model ever trains on them.
@@ -41,13 +42,7 @@ TINY = {
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory: pytest.TempPathFactory, ravdess_root: Path) -> Path:
     """A RAVDESS-layout folder of links to 8 real actors."""
-    root = tmp_path_factory.mktemp("corpus")
-    for actor in ACTORS:
-        folder = root / f"Actor_{actor:02d}"
-        folder.mkdir()
-        for src in (ravdess_root / folder.name).glob("*.flac"):
-            (folder / src.name).symlink_to(src)
-    return root
+    return link_actors(tmp_path_factory.mktemp("corpus"), ravdess_root, ACTORS)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from nas.errors import SearchCancelled
 from nas.reporting import TrialState
 from nas.spec import CorpusSpec, DartsSearch, FoldSpec
+from nas.store import repository as repo
 from workers.ray_backend import NodeLimits, Outcome, Reaped
 from workers.runner import RunnerConfig, execute
 
@@ -165,3 +167,16 @@ class ThreadBackend:
             if ref in self.kills:
                 self.kills[ref].set()
             self.results.setdefault(ref, Reaped(Outcome.CANCELLED))
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, message: str = "timed out") -> None:
+    """Poll `condition` every 50 ms until it holds; fail with `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+def status_of(sessions: Any, search_id: str) -> Any:
+    """The stored status of a search."""
+    return repo.get_search(sessions, search_id).status

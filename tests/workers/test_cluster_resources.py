@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,23 +21,12 @@ from nas.spec import CorpusSpec, TpeAshaSearch
 from nas.store import repository as repo
 from nas.store.models import SearchStatus
 from tests.api import api_settings, assert_error, field_locs, search_body
-from tests.workers import ThreadBackend, fake_search, tiny_spec
+from tests.workers import ThreadBackend, fake_search, status_of, tiny_spec, wait_until
 from workers.dispatcher import Dispatcher
 from workers.ray_backend import NodeLimits, RayBackend
 
 CPU_ONLY = NodeLimits({"CPU": 2.0, "memory": 8e9})
 ONE_GPU = NodeLimits({"CPU": 2.0, "GPU": 1.0})
-
-
-def _wait(condition, timeout: float = 30.0, message: str = "timed out") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
-
-
-def _status(sessions, search_id: str) -> SearchStatus:
-    return repo.get_search(sessions, search_id).status
 
 
 def _queue(sessions, name: str, gpus: float = 0) -> str:
@@ -95,13 +83,13 @@ def test_a_gpu_search_on_a_cpu_cluster_fails_at_its_claim_and_the_cpu_search_beh
     assert failed.status == SearchStatus.FAILED and failed.lease_owner is None
     assert "no node of the Ray cluster can run it: gpus: 1 asked" in failed.error
     assert "at most 0 GPUs" in failed.error and "resume it once the cluster has such a node" in failed.error
-    _wait(lambda: (dispatcher.poll_once() or True) and _status(sessions, cpu) == SearchStatus.COMPLETED)
+    wait_until(lambda: (dispatcher.poll_once() or True) and status_of(sessions, cpu) == SearchStatus.COMPLETED)
 
     # Once a GPU node has joined, the failed search resumes and runs.
     backend.limits = ONE_GPU
     repo.resume(sessions, gpu)
     assert dispatcher.poll_once() == [gpu]
-    _wait(lambda: (dispatcher.poll_once() or True) and _status(sessions, gpu) == SearchStatus.COMPLETED)
+    wait_until(lambda: (dispatcher.poll_once() or True) and status_of(sessions, gpu) == SearchStatus.COMPLETED)
 
 
 def test_a_cluster_that_cannot_be_read_places_searches_as_before(db_url, sessions, tmp_path):
@@ -109,7 +97,7 @@ def test_a_cluster_that_cannot_be_read_places_searches_as_before(db_url, session
     backend = ThreadBackend(limits=None)
     dispatcher = _dispatcher(db_url, tmp_path, sessions, backend)
     assert dispatcher.poll_once() == [gpu] and dispatcher.cluster is None
-    _wait(lambda: (dispatcher.poll_once() or True) and _status(sessions, gpu) == SearchStatus.COMPLETED)
+    wait_until(lambda: (dispatcher.poll_once() or True) and status_of(sessions, gpu) == SearchStatus.COMPLETED)
 
 
 # ---------------------------------------------------------------- the service
@@ -138,7 +126,7 @@ def _service(db_url: str, tmp_path: Path, ravdess_root: Path, backend: ThreadBac
 
 def test_the_service_refuses_a_search_no_node_of_its_cluster_can_run(db_url, tmp_path, ravdess_root):
     with _service(db_url, tmp_path, ravdess_root, _fast(CPU_ONLY)) as client:
-        _wait(lambda: client.app.state.dispatcher.cluster is not None)
+        wait_until(lambda: client.app.state.dispatcher.cluster is not None)
         gpu = assert_error(client.post("/searches", json=search_body(ravdess_root, gpus=1)), 422, "invalid_config")
         assert field_locs(gpu) == [["body", "gpus"]]
         assert gpu["message"].startswith("gpus: 1 asked, but the cluster's nodes have at most 0 GPUs")
@@ -150,7 +138,7 @@ def test_the_service_refuses_a_search_no_node_of_its_cluster_can_run(db_url, tmp
 
         cpu = client.post("/searches", json=search_body(ravdess_root, gpus=0))
         assert cpu.status_code == 201, cpu.text
-        _wait(lambda: client.get(f"/searches/{cpu.json()['id']}").json()["status"] == "completed")
+        wait_until(lambda: client.get(f"/searches/{cpu.json()['id']}").json()["status"] == "completed")
 
 
 def test_before_the_cluster_is_known_a_gpu_search_is_queued_and_cannot_block_the_cpu_search_behind_it(
@@ -165,7 +153,7 @@ def test_before_the_cluster_is_known_a_gpu_search_is_queued_and_cannot_block_the
         gpu_id, cpu_id = gpu.json()["id"], cpu.json()["id"]
 
         backend.release.set()  # Ray is up: the dispatcher reads the cluster and claims
-        _wait(lambda: client.get(f"/searches/{cpu_id}").json()["status"] == "completed")
+        wait_until(lambda: client.get(f"/searches/{cpu_id}").json()["status"] == "completed")
         failed = client.get(f"/searches/{gpu_id}").json()
         assert failed["status"] == "failed" and "at most 0 GPUs" in failed["error"]
         assert backend.submitted == [cpu_id]
@@ -175,7 +163,7 @@ def test_before_the_cluster_is_known_a_gpu_search_is_queued_and_cannot_block_the
 def test_the_embedded_ray_refuses_more_gpus_than_this_machine_has(db_url, tmp_path, ravdess_root):
     backend = RayBackend(num_cpus=1)
     with _service(db_url, tmp_path, ravdess_root, backend) as client:
-        _wait(lambda: client.app.state.dispatcher.cluster is not None, timeout=120)
+        wait_until(lambda: client.app.state.dispatcher.cluster is not None, timeout=120)
         have = client.app.state.dispatcher.cluster.largest.get("GPU", 0.0)
         body = search_body(ravdess_root, gpus=have + 1, device="auto")
         error = assert_error(client.post("/searches", json=body), 422, "invalid_config")

@@ -11,7 +11,7 @@ import pytest
 from nas.settings import Settings
 from nas.store import repository as repo
 from nas.store.models import SearchStatus
-from tests.workers import ThreadBackend, fake_search, tiny_spec
+from tests.workers import ThreadBackend, fake_search, status_of, tiny_spec, wait_until
 from workers.dispatcher import Dispatcher
 
 
@@ -25,19 +25,8 @@ def _submit(sessions, n: int, corpus: str = "ravdess", **spec) -> list[str]:
     return [repo.create_search(sessions, body, f"search {i}", "darts").id for i in range(n)]
 
 
-def _wait(condition, timeout: float = 20.0, message: str = "timed out") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
-
-
-def _status(sessions, search_id: str) -> SearchStatus:
-    return repo.get_search(sessions, search_id).status
-
-
 def _all_finished(sessions, ids) -> bool:
-    return all(_status(sessions, i) not in (SearchStatus.QUEUED, SearchStatus.RUNNING) for i in ids)
+    return all(status_of(sessions, i) not in (SearchStatus.QUEUED, SearchStatus.RUNNING) for i in ids)
 
 
 def test_two_dispatchers_run_every_search_exactly_once(db_url, sessions, tmp_path):
@@ -49,7 +38,7 @@ def test_two_dispatchers_run_every_search_exactly_once(db_url, sessions, tmp_pat
         for b in backends
     ]
     try:
-        _wait(lambda: _all_finished(sessions, ids), timeout=60)
+        wait_until(lambda: _all_finished(sessions, ids), timeout=60)
     finally:
         for d in dispatchers:
             d.stop()
@@ -68,7 +57,7 @@ def test_max_running_limits_the_searches_a_dispatcher_runs_at_once(db_url, sessi
     dispatcher = Dispatcher(_settings(db_url, tmp_path, max_running=1), sessions, backend=backend, search_fn=slow)
     assert dispatcher.poll_once() == [ids[0]]
     assert dispatcher.poll_once() == []
-    assert [_status(sessions, i) for i in ids] == [
+    assert [status_of(sessions, i) for i in ids] == [
         SearchStatus.RUNNING,
         SearchStatus.QUEUED,
         SearchStatus.QUEUED,
@@ -76,8 +65,8 @@ def test_max_running_limits_the_searches_a_dispatcher_runs_at_once(db_url, sessi
     repo.request_cancel(sessions, ids[0])
     for i in ids[1:]:
         repo.request_cancel(sessions, i)
-    _wait(lambda: (dispatcher.poll_once() or True) and not dispatcher.tasks)
-    assert _status(sessions, ids[0]) == SearchStatus.CANCELLED
+    wait_until(lambda: (dispatcher.poll_once() or True) and not dispatcher.tasks)
+    assert status_of(sessions, ids[0]) == SearchStatus.CANCELLED
 
 
 def test_a_crashed_worker_is_requeued_after_its_lease_and_resumes_without_losing_trials(db_url, sessions, tmp_path):
@@ -88,7 +77,7 @@ def test_a_crashed_worker_is_requeued_after_its_lease_and_resumes_without_losing
     settings = _settings(db_url, tmp_path, lease_seconds=1.0, poll_seconds=0.05)
     dispatcher = Dispatcher(settings, sessions, backend=backend, search_fn=crashing).start()
     try:
-        _wait(lambda: _all_finished(sessions, [search_id]), timeout=30)
+        wait_until(lambda: _all_finished(sessions, [search_id]), timeout=30)
     finally:
         dispatcher.stop()
     search = repo.get_search(sessions, search_id)
@@ -122,7 +111,7 @@ def test_a_search_that_keeps_killing_its_worker_fails_after_max_attempts(db_url,
 
     settings = _settings(db_url, tmp_path, lease_seconds=0.3, max_attempts=2)
     dispatcher = Dispatcher(settings, sessions, backend=AlwaysCrash())
-    _wait(lambda: (dispatcher.poll_once() or True) and _all_finished(sessions, [search_id]))
+    wait_until(lambda: (dispatcher.poll_once() or True) and _all_finished(sessions, [search_id]))
     search = repo.get_search(sessions, search_id)
     assert (search.status, search.attempts) == (SearchStatus.FAILED, 2)
     assert "after 2 attempts" in search.error
@@ -140,9 +129,9 @@ def test_a_task_that_ignores_cancel_is_killed_after_the_grace_period(db_url, ses
         cancel_grace=0.5,
     ).start()
     try:
-        _wait(lambda: repo.list_trials(sessions, search_id).total > 0)
+        wait_until(lambda: repo.list_trials(sessions, search_id).total > 0)
         repo.request_cancel(sessions, search_id)
-        _wait(lambda: _status(sessions, search_id) == SearchStatus.CANCELLED, timeout=10)
+        wait_until(lambda: status_of(sessions, search_id) == SearchStatus.CANCELLED, timeout=10)
     finally:
         dispatcher.stop()
     assert backend.cancelled, "the task was force-cancelled"
@@ -247,10 +236,10 @@ def test_stop_returns_promptly_and_leaves_running_searches_to_their_lease(db_url
     dispatcher = Dispatcher(
         _settings(db_url, tmp_path, poll_seconds=poll), sessions, backend=backend, search_fn=slow
     ).start()
-    _wait(lambda: repo.list_trials(sessions, search_id).total > 0)
+    wait_until(lambda: repo.list_trials(sessions, search_id).total > 0)
     started = time.monotonic()
     dispatcher.stop()
     assert time.monotonic() - started < 5
-    assert _status(sessions, search_id) == SearchStatus.RUNNING  # its lease decides what happens next
+    assert status_of(sessions, search_id) == SearchStatus.RUNNING  # its lease decides what happens next
     repo.request_cancel(sessions, search_id)  # let the abandoned runner thread stop
-    _wait(lambda: _status(sessions, search_id) == SearchStatus.CANCELLED)
+    wait_until(lambda: status_of(sessions, search_id) == SearchStatus.CANCELLED)
