@@ -315,7 +315,7 @@ class ResumableHyperBand(HyperBandScheduler):
             for bracket in sorted(filter(None, band), key=lambda b: b.completion_percentage()):
                 live = bracket.current_trials()
                 if live and all(t.status != Trial.RUNNING for t in live):
-                    self._process_bracket(tune_controller, bracket)  # restored trials standing at a rung
+                    self._halve(tune_controller, bracket, reporting=None)  # restored trials standing at a rung
                 for trial in bracket.current_trials():
                     ready = trial.status == Trial.PENDING or (
                         trial.status == Trial.PAUSED and trial in bracket.trials_to_unpause
@@ -324,13 +324,25 @@ class ResumableHyperBand(HyperBandScheduler):
                         return trial
         return None
 
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        bracket, _ = self._trial_info[trial]
+        bracket.update_trial_stats(trial, result)
+        if bracket.continue_trial(trial):
+            return TrialScheduler.CONTINUE
+        return self._halve(tune_controller, bracket, reporting=trial)
+
     def _process_bracket(self, tune_controller: Any, bracket: Any) -> str:
-        """Halve the bracket if all its live trials stand at its rung; the decision for its RUNNING trial
-        (the one that reported, if any). Ray's own, but for trials restored PENDING at the rung."""
+        """Ray's hook after a trial is removed: no trial is reporting then."""
+        return self._halve(tune_controller, bracket, reporting=None)
+
+    def _halve(self, tune_controller: Any, bracket: Any, reporting: Trial | None) -> str:
+        """Halve the bracket if all its live trials stand at its rung; the decision for `reporting`, the trial
+        whose result is being processed (None when none is). Ray's own, but for trials restored PENDING at the
+        rung, and with the decision always about the reporting trial: another trial can still be RUNNING while
+        it saves the checkpoint of its pause, and it is stopped or resumed like a paused one."""
         if not bracket.cur_iter_done():
             return TrialScheduler.PAUSE
         live = bracket.current_trials()
-        current = next((t for t in live if t.status == Trial.RUNNING), None)
         bracket.is_being_processed = True  # as Ray marks it: a trial removed meanwhile does not halve again
         if bracket.finished():  # every live trial reached max_epochs
             losers, winners = live, []
@@ -338,7 +350,7 @@ class ResumableHyperBand(HyperBandScheduler):
             winners, losers = bracket.successive_halving(self._metric, self._metric_op)
         action = TrialScheduler.PAUSE
         for trial in losers:
-            if trial is current:
+            if trial is reporting:
                 bracket.cleanup_trial(trial)
                 action = TrialScheduler.STOP
             else:
@@ -346,9 +358,9 @@ class ResumableHyperBand(HyperBandScheduler):
         for trial in winners:
             if not bracket.continue_trial(trial):
                 continue  # restored already past the next rung: it waits there
-            if trial is current:
+            if trial is reporting:
                 action = TrialScheduler.CONTINUE
-            elif trial.status == Trial.PAUSED:
+            elif trial.status == Trial.PAUSED or trial.is_saving:
                 bracket.trials_to_unpause.add(trial)
         return action
 

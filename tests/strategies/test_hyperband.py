@@ -168,6 +168,53 @@ def test_the_best_trial_is_its_best_epoch_then_the_lower_loss_then_its_configura
     assert _rank(tie, "val_ua") == _rank(tie_again, "val_ua")
 
 
+def test_the_halving_decides_for_the_trial_that_reported_while_another_still_saves_its_pause():
+    """Tune keeps a trial RUNNING while it saves the checkpoint of its pause. When the last trial of a rung
+    reports then, the decision returned is the reporter's own; deciding for the saving trial instead had the
+    reporter stopped and continued at once (CI: Tune's KeyError on a trial whose actor was gone)."""
+    from ray.tune.experiment import Trial
+
+    from nas.strategies.hyperband import ResumableHyperBand
+
+    class FakeTrial:
+        def __init__(self, index: int) -> None:
+            self.experiment_tag = f"{index}_lr=0.001"
+            self.status = Trial.PENDING
+            self.is_saving = False
+            self.last_result: dict = {}
+
+    class FakeController:
+        def __init__(self) -> None:
+            self.stopped: list[FakeTrial] = []
+
+        def stop_trial(self, trial: FakeTrial) -> None:
+            self.stopped.append(trial)
+
+    scheduler = ResumableHyperBand(
+        time_attr="training_iteration", max_t=9, reduction_factor=3, metric="val_ua", mode="max"
+    )
+    controller = FakeController()
+    trials = [FakeTrial(i) for i in range(9)]
+    for trial in trials:
+        scheduler.on_trial_add(controller, trial)
+    assert scheduler.choose_trial_to_run(controller) is not None
+    bracket = scheduler._trial_info[trials[3]][0]
+    rung = bracket.current_trials()
+    assert [int(t.experiment_tag[0]) for t in rung] == [3, 4, 5, 6, 7], "eta 3, max 9: 5 trials halved at epoch 3"
+    saving, reporter = trials[6], trials[7]
+    for trial, ua in zip(rung[:4], [0.1, 0.2, 0.3, 0.9], strict=True):
+        assert scheduler.on_trial_result(controller, trial, {"training_iteration": 3, "val_ua": ua}) == "PAUSE"
+        trial.status = Trial.PAUSED
+    saving.status, saving.is_saving = Trial.RUNNING, True  # paused, its checkpoint still being written
+    reporter.status = Trial.RUNNING
+    decision = scheduler.on_trial_result(controller, reporter, {"training_iteration": 3, "val_ua": 0.0})
+
+    assert decision == "STOP", "the reporter is the rung's worst"
+    assert reporter not in controller.stopped, "the reporter is stopped by its decision, not by the controller too"
+    assert controller.stopped == [trials[3], trials[4]], "the other losers"
+    assert bracket.trials_to_unpause == {trials[5], saving}, "the winners go on, the saving one once paused"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
