@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nas.reporting import TrialState
+from nas.reporting import TrialStage, TrialState
 from nas.spec import CorpusSpec, FoldSpec, SearchSpec
 from nas.store.models import Artifact, Event, EventKind, Search, SearchStatus, Trial, TrialStep
 from nas.store.progress import Progress, RunningTrial
@@ -280,7 +280,7 @@ class TrialPublic(BaseModel):
     def fields_of(cls, trial: Trial) -> dict[str, Any]:
         links = {"self": f"/trials/{trial.id}", "search": f"/searches/{trial.search_id}"}
         # Search-stage trials (a supernet's epochs, a sampled configuration, a GA restart) keep no weights.
-        if trial.state == TrialState.COMPLETE and trial.stage != "search":
+        if trial.state == TrialState.COMPLETE and trial.stage != TrialStage.SEARCH:
             links["export"] = f"/trials/{trial.id}/export"
         return {
             "id": trial.id,

@@ -35,6 +35,15 @@ class TrialState(enum.StrEnum):
     FAILED = "failed"
 
 
+class TrialStage(enum.StrEnum):
+    """What a trial is to its search. Every stage but SEARCH leaves the weights of a model a user can export."""
+
+    SEARCH = "search"  # a candidate: a supernet's epochs, a sampled configuration, a GA restart
+    RETRAIN = "retrain"  # a fold's chosen genome trained by its recipe, then tested once on the fold's speakers
+    ENSEMBLE = "ensemble"  # a fold's weighted ensemble of finished fold models
+    FINAL = "final"  # the chosen genome trained on every speaker: the search's export
+
+
 class Reporter(abc.ABC):
     @abc.abstractmethod
     def start_trial(

@@ -265,13 +265,21 @@ def resume_search(search_id: SearchId, sessions: SessionsDep, _auth: WriteAuth, 
     return SearchPublic.of(search)
 
 
-@router.get("/searches/{search_id}/best", response_model=TrialDetail, responses=errors(404, 409))
+@router.get("/searches/{search_id}/best", response_model=TrialDetail, responses=errors(400, 404, 409))
 def best_trial(
     search_id: SearchId,
     sessions: SessionsDep,
-    metric: Annotated[str, Query(description="ua or wa")] = "ua",
+    # The enum is documented but checked in the body: an unknown name gets a 400 that lists the valid ones.
+    metric: Annotated[
+        str,
+        Query(
+            description="the validation score that ranks the folds' models: ua or wa",
+            json_schema_extra={"enum": ["ua", "wa"]},
+        ),
+    ] = "ua",
 ) -> TrialDetail:
-    """The completed trial with the highest `metric`, with its steps and genome."""
+    """The model the search chose, with its steps and genome: its final model (trained on every speaker) once
+    there, until then the fold model with the best validation `metric`. Test scores never choose."""
     if metric not in ("ua", "wa"):
         exc = UnknownNameError("metric", metric, ["ua", "wa"])
         raise ApiError(400, "unknown_name", str(exc), [(["query", "metric"], str(exc))], exc.valid)
@@ -282,7 +290,7 @@ def best_trial(
         raise ApiError(
             409,
             "no_result",
-            f"search {search_id} ({search.status.value}) has no completed trial with a {metric} yet",
+            f"search {search_id} ({search.status.value}) has no model yet (the first comes when a fold ends)",
         )
     return TrialDetail.of(trial)
 

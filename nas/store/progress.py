@@ -24,14 +24,13 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nas.reporting import TrialState
+from nas.reporting import TrialStage, TrialState
 from nas.spec import FoldSpec
 from nas.store.models import FINISHED_SEARCH, Search, SearchStatus, Trial, TrialStep, utcnow
 from nas.store.repository import Sessions
 
 # The stages of a fold's model (the trial whose completion ends a fold): a retrained genome, or an ensemble.
-FOLD_MODEL_STAGES = ("retrain", "ensemble")
-FINAL_STAGE = "final"  # the model trained on every speaker once the folds are done (after retrain folds)
+FOLD_MODEL_STAGES = (TrialStage.RETRAIN, TrialStage.ENSEMBLE)
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,7 @@ def _estimate(
             remaining -= min(fold_seconds, _since(max(fold.start, started), now))
     basis = f"{left} of {total} fold(s) left at {fold_seconds:.0f} s each, the mean of {len(timed)} run in this attempt"
     retrains = [seconds for _, seconds in timed if seconds is not None]
-    final = {g.state: g for g in groups if g.stage == FINAL_STAGE}
+    final = {g.state: g for g in groups if g.stage == TrialStage.FINAL}
     if retrains and TrialState.COMPLETE not in final:
         final_seconds = fmean(retrains)
         remaining += final_seconds
@@ -215,7 +214,7 @@ def _timed(folds: dict[int, _Fold], started: datetime) -> list[tuple[float, floa
     for fold in folds.values():
         if fold.done_at is None or fold.model_start is None or fold.start < started:
             continue
-        retrain = _since(fold.model_start, fold.done_at) if fold.model_stage == "retrain" else None
+        retrain = _since(fold.model_start, fold.done_at) if fold.model_stage == TrialStage.RETRAIN else None
         timed.append((_since(fold.start, fold.done_at), retrain))
     return timed
 

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload, sessionmaker
 
 from nas.errors import ConfigError, SernasError, UnknownNameError
-from nas.reporting import TrialState
+from nas.reporting import TrialStage, TrialState
 from nas.store.db import to_json, write_session
 from nas.store.models import (
     FINISHED_SEARCH,
@@ -567,15 +567,23 @@ def get_trial(sessions: Sessions, trial_id: int) -> Trial | None:
 
 
 def best_trial(sessions: Sessions, search_id: str, metric: str = "ua") -> Trial | None:
-    """The completed trial with the highest `metric` (ua or wa); the earliest wins a tie."""
-    column = {"ua": Trial.ua, "wa": Trial.wa}.get(metric)
-    if column is None:
+    """The model the search chose, on validation scores only (test speakers are scored once and choose
+    nothing): its final model, trained on every speaker, once there; until then the completed trial that
+    keeps weights (a fold's retrained genome, an ensemble) with the highest validation `metric` (ua or wa),
+    the earliest on a tie."""
+    if metric not in ("ua", "wa"):
         raise UnknownNameError("metric", metric, ["ua", "wa"])
+    validation = Trial.metrics[f"val_{metric}"].as_float()
     with sessions() as session:
         return session.scalars(
             select(Trial)
-            .where(Trial.search_id == search_id, Trial.state == TrialState.COMPLETE, column.is_not(None))
-            .order_by(column.desc(), Trial.id)
+            .where(
+                Trial.search_id == search_id,
+                Trial.state == TrialState.COMPLETE,
+                Trial.stage != TrialStage.SEARCH,
+                validation.is_not(None),
+            )
+            .order_by((Trial.stage == TrialStage.FINAL).desc(), validation.desc(), Trial.id)
             .limit(1)
         ).first()
 

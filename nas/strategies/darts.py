@@ -20,7 +20,7 @@ from nas.data.folds import DartsSplit, Fold, darts_split
 from nas.features.scaling import apply_scaler
 from nas.genome import EmoDartsArchitecture, Genome
 from nas.recipe import TrainRecipe
-from nas.reporting import TrialState
+from nas.reporting import TrialStage, TrialState
 from nas.spec import DartsSearch
 from nas.strategies.base import FoldResult, SearchContext, SearchResult, SearchStrategy
 from nas.strategies.protocol import FoldPlan, plan_fold, retrain_and_test, run_folds
@@ -89,7 +89,7 @@ def _search(ctx: SearchContext, plan: FoldPlan, split: DartsSplit, fold_dir: Pat
         f"fold-{fold.index}/search",
         {"space": spec.space.model_dump(mode="json")},
         fold=fold.index,
-        stage="search",
+        stage=TrialStage.SEARCH,
     )
     evolution = fold_dir / "search" / "genomes.jsonl"
     evolution.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from nas.genetic import Evolution, evolve, mix
 from nas.genome import EnsembleGenome, Provenance
 from nas.metrics import classification_report, mean_std
 from nas.models.ensemble import EnsembleModel
-from nas.reporting import TrialState
+from nas.reporting import TrialStage, TrialState
 from nas.spec import GeneticEnsembleSearch
 from nas.strategies.base import FoldResult, SearchContext, SearchResult, SearchStrategy
 from nas.strategies.protocol import SUMMARY_KEYS, run_folds
@@ -93,7 +93,7 @@ def _run_fold(ctx: SearchContext, fold: Fold, rows: FoldRows, fold_dir: Path) ->
         "test_speakers": list(fold.test_speakers),
     }
     trial = ctx.reporter.start_trial(
-        f"fold-{fold.index}/ensemble", {"members": names}, fold=fold.index, stage="ensemble"
+        f"fold-{fold.index}/ensemble", {"members": names}, fold=fold.index, stage=TrialStage.ENSEMBLE
     )
     genome = EnsembleGenome(
         members=tuple(m.genome for m in rows.members),
@@ -126,7 +126,7 @@ def _evolve(ctx: SearchContext, fold: Fold, rows: FoldRows) -> Evolution:
                 f"fold-{fold.index}/restart-{restart}",
                 {"restart": restart, "members": [m.name for m in rows.members], **spec.options.model_dump()},
                 fold=fold.index,
-                stage="search",
+                stage=TrialStage.SEARCH,
             )
         step = {f"val_{key}": value for key, value in scores.items()} | {"fitness_mean": mean_fitness}
         ctx.reporter.report(trials[restart], generation, step)

@@ -38,7 +38,7 @@ from nas.data.folds import Fold
 from nas.dataset import PreparedData
 from nas.errors import ResourceError, SearchCancelled, SernasError
 from nas.genome import Genome
-from nas.reporting import TrialState
+from nas.reporting import TrialStage, TrialState
 from nas.spec import HyperbandSearch
 from nas.strategies.base import FoldResult, SearchContext, SearchResult, SearchStrategy
 from nas.strategies.protocol import FoldPlan, plan_holdout_fold, retrain_and_test, run_folds
@@ -446,7 +446,7 @@ class _Sink:
                 trial_key(self.job.plan.fold.index, trial),
                 params,
                 fold=self.job.plan.fold.index,
-                stage="search",
+                stage=TrialStage.SEARCH,
             )
         return self.ids[trial.trial_id]
 

@@ -42,13 +42,13 @@ from nas.errors import DataError
 from nas.features.scaling import fit_scaler
 from nas.genome import Genome, Provenance
 from nas.metrics import classification_report, count_parameters, latency_ms, mean_std
-from nas.reporting import TrialState
+from nas.reporting import TrialStage, TrialState
 from nas.robustness import NOISE_KEYS, scores_under_noise
 from nas.strategies.base import FinalModel, FoldResult, SearchContext, SearchResult
 from nas.train import FitResult, TrainConfig, fit, predict_proba
 
 SUMMARY_KEYS = ("ua", "wa", "macro_f1")
-FINAL = "final"  # the folder, in a search's workdir, of the model trained on every speaker
+FINAL = str(TrialStage.FINAL)  # the folder, in a search's workdir, of the model trained on every speaker
 # The share of the corpus's speakers that stops the final model early: 2-3 of RAVDESS' 12 actors, enough
 # utterances (120-180) that the stopping epoch does not hinge on a handful of them.
 FINAL_VALIDATION_FRACTION = 0.2
@@ -128,7 +128,7 @@ def train_genome(
     normalisation: tuple[np.ndarray, np.ndarray],
     key: str,
     fold: int | None,
-    stage: str,
+    stage: TrialStage,
     folder: Path,
     seed: int,
 ) -> tuple[nn.Module, FitResult, int]:
@@ -173,7 +173,7 @@ def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_di
         (plan.mean, plan.std),
         f"fold-{fold.index}/retrain/{genome.family}",
         fold.index,
-        "retrain",
+        TrialStage.RETRAIN,
         fold_dir,
         seed=ctx.spec.seed + fold.index,
     )
@@ -319,7 +319,7 @@ def train_on_every_speaker(
         scaler(ctx.spec, data, everyone),
         f"{FINAL}/retrain/{genome.family}",
         None,
-        FINAL,
+        TrialStage.FINAL,
         folder,
         seed=ctx.spec.seed,
     )

@@ -28,7 +28,7 @@ from nas.data.folds import Fold
 from nas.dataset import PreparedData
 from nas.errors import SearchCancelled, SernasError
 from nas.genome import Genome
-from nas.reporting import Reporter, TrialState
+from nas.reporting import Reporter, TrialStage, TrialState
 from nas.spec import TpeAshaSearch
 from nas.strategies.base import FoldResult, SearchContext, SearchResult, SearchStrategy
 from nas.strategies.protocol import FoldPlan, plan_holdout_fold, retrain_and_test, run_folds
@@ -172,7 +172,7 @@ def _objective(trial: Any, job: TrialJob, reporter: Reporter | None, is_cancelle
     model = build(genome)
     model.set_scaler(plan.mean, plan.std)
     key, fold = _key(job, trial.number), plan.fold.index
-    trial_id = None if reporter is None else reporter.start_trial(key, params, fold=fold, stage="search")
+    trial_id = None if reporter is None else reporter.start_trial(key, params, fold=fold, stage=TrialStage.SEARCH)
     metric = f"val_{spec.objective}"
 
     def on_epoch(epoch: int, entry: dict[str, float]) -> None:
@@ -204,7 +204,9 @@ def _record(reporter: Reporter, job: TrialJob, study: Any, recorded: set[int]) -
         state = _STATE.get(trial.state.name)
         if state is None or trial.number in recorded:
             continue
-        trial_id = reporter.start_trial(_key(job, trial.number), trial.params, fold=job.plan.fold.index, stage="search")
+        trial_id = reporter.start_trial(
+            _key(job, trial.number), trial.params, fold=job.plan.fold.index, stage=TrialStage.SEARCH
+        )
         epochs = sorted(
             (int(k.removeprefix("epoch_")), v) for k, v in trial.user_attrs.items() if k.startswith("epoch_")
         )

@@ -141,10 +141,7 @@ def test_trial_detail_and_best(client):
     assert "export" not in detail["links"]  # a search-stage trial keeps no weights
     assert client.get(f"/trials/{ids[2]}").json()["links"]["export"] == f"/trials/{ids[2]}/export"  # a retrain
 
-    best = client.get(f"/searches/{search}/best").json()
-    assert best["id"] == ids[5] and best["ua"] == max(t["ua"] for t in best_candidates(client, search))
-    best_wa = client.get(f"/searches/{search}/best", params={"metric": "wa"}).json()
-    assert best_wa["id"] == ids[1]
+    assert_error(client.get(f"/searches/{search}/best"), 409, "no_result")  # only a test UA: nothing chose
     assert assert_error(client.get(f"/searches/{search}/best", params={"metric": "f1"}), 400)["valid"]
 
     assert_error(client.get("/trials/999999"), 404, "not_found")
@@ -152,9 +149,26 @@ def test_trial_detail_and_best(client):
     assert_error(client.get("/searches/nope/best"), 404)
 
 
-def best_candidates(client, search: str) -> list[dict[str, Any]]:
-    page = client.get(f"/searches/{search}/trials", params={"state": "complete", "limit": 100})
-    return page.json()["items"]
+def test_best_is_the_model_chosen_on_validation_never_on_test_speakers(client):
+    sessions = sessions_of(client)
+    search = queue_search(sessions)
+
+    def trial(key: str, stage: str, **metrics: float) -> int:
+        trial_id = repo.start_trial(sessions, search, key, {}, fold=0, stage=stage)
+        repo.finish_trial(sessions, trial_id, TrialState.COMPLETE, metrics, genome={"kind": "x"})
+        return trial_id
+
+    trial("candidate", "search", val_ua=0.9, val_wa=0.9)  # keeps no weights: nothing to export
+    best_on_test = trial("fold-0/retrain", "retrain", ua=0.7, wa=0.7, val_ua=0.4, val_wa=0.6)
+    best_on_validation = trial("fold-1/retrain", "retrain", ua=0.5, wa=0.5, val_ua=0.6, val_wa=0.5)
+    assert client.get(f"/searches/{search}/best").json()["id"] == best_on_validation
+    assert client.get(f"/searches/{search}/best", params={"metric": "wa"}).json()["id"] == best_on_test
+
+    final = trial("final/retrain", "final", val_ua=0.55, val_wa=0.55)  # trained on every speaker
+    assert [client.get(f"/searches/{search}/best", params={"metric": m}).json()["id"] for m in ("ua", "wa")] == [
+        final,
+        final,
+    ]
 
 
 def test_search_spaces_serve_every_preset_with_its_schema(client):

@@ -141,12 +141,14 @@ def test_search_artifacts_and_unknown_search(sessions, tmp_path: Path):
 
 def test_best_trial_and_events(sessions):
     search_id = queue(sessions, 1)[0]
-    for key, state, ua in [
-        ("a", TrialState.COMPLETE, 0.5),
-        ("b", TrialState.PRUNED, 0.9),
-        ("c", TrialState.COMPLETE, 0.6),
+    for key, state, stage, val_ua in [
+        ("a", TrialState.COMPLETE, "retrain", 0.5),
+        ("b", TrialState.PRUNED, "retrain", 0.9),
+        ("c", TrialState.COMPLETE, "retrain", 0.6),
+        ("d", TrialState.COMPLETE, "search", 0.8),
     ]:
-        repo.finish_trial(sessions, repo.start_trial(sessions, search_id, key, {}), state, {"ua": ua, "wa": 1 - ua})
+        metrics = {"ua": 1 - val_ua, "val_ua": val_ua, "val_wa": 1 - val_ua}  # test scores never choose
+        repo.finish_trial(sessions, repo.start_trial(sessions, search_id, key, {}, stage=stage), state, metrics)
     assert repo.best_trial(sessions, search_id).key == "c"
     assert repo.best_trial(sessions, search_id, metric="wa").key == "a"
     with pytest.raises(UnknownNameError, match="ua, wa"):
