@@ -28,7 +28,8 @@ def run_search(
     progress: bool = True,
     trials: TrialSource | None = None,
 ) -> SearchResult:
-    """Run (or resume, when `out` holds the same spec) a search and write its result folder.
+    """Run a search and write its result folder; resume it when `out` holds the same spec, extend it when
+    `out` holds the same search with fewer folds (the folds it ran are kept, only the new ones run).
 
     The spec is saved in `out` once the inputs have been read (a start that fails on them leaves nothing
     that would block the corrected command).
@@ -92,16 +93,35 @@ def run_search(
 
 
 def _check_folder(out: Path, spec: SpecBase, reporter: Reporter) -> bool:
-    """Whether `out` holds this search already (to resume); a folder holding another search is refused."""
-    saved = out / SPEC
-    if not saved.exists():
+    """Whether `out` holds this search already, to resume, or to extend with more folds (the search then
+    saves its new spec); a folder holding another search is refused."""
+    saved_path = out / SPEC
+    if not saved_path.exists():
         return False
-    if parse_spec(saved.read_text()) != spec:
+    saved = parse_spec(saved_path.read_text())
+    if saved == spec:
+        reporter.log(f"resuming the search in {out}")
+        return True
+    if not _extends(saved, spec):
         raise ConfigError(
-            f"{out} holds a different search (see {saved}); choose another --out, or delete it to start over"
+            f"{out} holds a different search (see {saved_path}); choose another --out, or delete it to start "
+            "over (the same search with more folds in `folds.only` extends it)"
         )
-    reporter.log(f"resuming the search in {out}")
+    added = (
+        "every other fold"
+        if spec.folds.only is None
+        else f"fold(s) {sorted(set(spec.folds.only) - set(saved.folds.only or ()))}"
+    )
+    reporter.log(f"extending the search in {out} with {added}: the folds it ran are kept")
     return True
+
+
+def _extends(saved: SpecBase, spec: SpecBase) -> bool:
+    """`spec` is `saved` with more folds of the same split: every fold `saved` ran is one of its folds."""
+    if saved.model_copy(update={"folds": spec.folds}) != spec or saved.folds.only is None:
+        return False
+    same_split = saved.folds.model_copy(update={"only": spec.folds.only}) == spec.folds
+    return same_split and (spec.folds.only is None or set(saved.folds.only) < set(spec.folds.only))
 
 
 def _write_result(out: Path, result: SearchResult, problems: list[str]) -> None:

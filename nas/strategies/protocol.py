@@ -19,6 +19,7 @@ what its metrics report as its expected quality on new speakers: no speaker is l
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,14 +274,18 @@ def choose_genome(results: list[FoldResult], objective: str) -> tuple[Genome, li
     by_genome: dict[str, list[FoldResult]] = {}
     for result in results:
         assert isinstance(result.genome, Genome), "an ensemble of fold models cannot be trained again"
-        key = result.genome.model_copy(update={"provenance": Provenance()}).model_dump_json()
-        by_genome.setdefault(key, []).append(result)
+        by_genome.setdefault(_without_provenance(result.genome).model_dump_json(), []).append(result)
     chosen = max(
         by_genome.values(), key=lambda folds: (len(folds), np.mean([r.metrics[f"val_{objective}"] for r in folds]))
     )
     genome = chosen[0].genome
     assert isinstance(genome, Genome)
-    return genome.model_copy(update={"provenance": Provenance()}), chosen
+    return _without_provenance(genome), chosen
+
+
+def _without_provenance(genome: Genome) -> Genome:
+    """The genome as a network and recipe, whichever trial and fold it came from."""
+    return genome.model_copy(update={"provenance": Provenance()})
 
 
 def fold_estimate(results: list[FoldResult], summary: dict[str, float]) -> dict[str, Any]:
@@ -299,9 +304,19 @@ def train_on_every_speaker(
     early (`FINAL_VALIDATION_FRACTION`); no speaker is left to test it, so `estimate` is its expected quality."""
     folder = ctx.workdir / FINAL
     if (folder / FOLD_DONE).exists():
-        ctx.reporter.log("final model: already trained, not trained again")
-        saved, _, metrics = load_model(folder)
-        return FinalModel(saved, folder / WEIGHTS, metrics)
+        saved, model, metrics = load_model(folder)
+        assert isinstance(saved, Genome), "the final model is one network"
+        if _without_provenance(saved) == genome:
+            ctx.reporter.log("final model: already trained, not trained again")
+            # A search extended with more folds keeps its model but not its estimate: the folds' is the new one.
+            metrics |= {"chosen_from_folds": [r.fold for r in chosen_from], "expected": estimate}
+            provenance = saved.provenance.model_copy(
+                update={"metrics": {"ua_mean": estimate["ua_mean"], "ua_std": estimate["ua_std"]}}
+            )
+            saved = saved.model_copy(update={"provenance": provenance})
+            return FinalModel(saved, save_model(folder, saved, model, metrics), metrics)
+        ctx.reporter.log("final model: the folds now choose another genome; it is trained anew")
+        shutil.rmtree(folder)
     data = ctx.data
     assert data is not None, "the final model trains on the prepared audio"
     everyone = np.arange(len(data.utterances))

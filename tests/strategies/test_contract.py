@@ -7,6 +7,7 @@ genetic-ensemble strategy reads earlier searches' predictions, not audio: tests/
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,27 @@ def test_cancel_stops_and_a_resumed_run_finishes_without_duplicates(strategy, sm
     assert all(t.state != TrialState.RUNNING for t in trials)
     assert [t for t in trials if t.stage == "retrain" and t.state == TrialState.COMPLETE]
     assert result.summary["ua_mean"] > 0 and (out / "metrics.json").is_file()
+
+
+def test_a_finished_search_extended_with_more_folds_runs_only_the_new_ones(tiny_search, feature_cache, tmp_path):
+    _, spec, finished_out, _, _ = tiny_search("tpe-asha")
+    out = tmp_path / "run"
+    shutil.copytree(finished_out, out)
+    extended = spec.model_copy(update={"folds": spec.folds.model_copy(update={"only": (0, 1)})})
+    reporter = InMemoryReporter()
+    result = run_search(extended, out, cache_dir=feature_cache, reporter=reporter, progress=False)
+
+    assert {t.fold for t in reporter.trials.values() if t.stage != "final"} == {1}, "fold 0 is not run again"
+    assert [f.fold for f in result.folds] == [0, 1]
+    assert parse_spec((out / "spec.json").read_text()) == extended
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["expected"]["folds"] == 2 and metrics["summary"]["ua_mean"] == result.summary["ua_mean"]
+    genome = json.loads((out / "genome.json").read_text())
+    assert genome["provenance"]["metrics"]["ua_mean"] == pytest.approx(result.summary["ua_mean"])
+
+    another_seed = extended.model_copy(update={"seed": extended.seed + 1})
+    with pytest.raises(ConfigError, match="holds a different search"):
+        run_search(another_seed, out, cache_dir=feature_cache, progress=False)
+    fewer = spec.model_copy(update={"folds": spec.folds.model_copy(update={"only": (1,)})})
+    with pytest.raises(ConfigError, match="the same search with more folds"):
+        run_search(fewer, out, cache_dir=feature_cache, progress=False)
