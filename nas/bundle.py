@@ -110,6 +110,8 @@ def model_card(genome: AnyGenome, metrics: dict[str, Any]) -> str:
             behind += f", {expected['test_speakers']} test speakers"
         scores = ", ".join(f"{name} {_spread(summary, key, n_folds)}" for key, name in SCORE_NAMES.items())
         lines += [f"- Expected on new speakers ({behind}, never seen in search or training): {scores}"]
+    if calibration := _calibration(metrics):
+        lines.append(calibration)
     lines += [
         "",
         "Speaker-independent evaluation: test speakers were never seen in search or training.",
@@ -119,6 +121,24 @@ def model_card(genome: AnyGenome, metrics: dict[str, Any]) -> str:
 
 
 SCORE_NAMES = {"ua": "UA", "wa": "WA", "macro_f1": "macro-F1"}
+
+
+def _calibration(metrics: dict[str, Any]) -> str | None:
+    """The calibration line of a temperature-scaled model: its test speakers' expected calibration error
+    before and after (a final model's: the mean over the folds' models, each scaled on its own validation)."""
+    if "temperature" not in metrics:
+        return None
+    expected = metrics.get("expected", {})
+    if "ece_mean" in expected:
+        before, after, on = expected["uncalibrated_ece_mean"], expected["ece_mean"], "mean over the folds' models"
+    elif "uncalibrated" in metrics:
+        before, after, on = metrics["uncalibrated"]["ece"], metrics["ece"], "its fold's test speakers"
+    else:  # folds run before calibration existed
+        return None
+    return (
+        f"- Calibration on new speakers (expected calibration error, {on}): {before:.3f} before temperature "
+        f"scaling, {after:.3f} after; temperature {metrics['temperature']:.2f}, fitted on validation speakers"
+    )
 
 
 def _spread(summary: dict[str, float], key: str, n_folds: int) -> str:

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 ECE_BINS = 15
 
 
+CALIBRATION_KEYS = ("ece", "mce", "brier")  # what temperature scaling changes in a report; the argmax never moves
+
+
 def classification_report(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """Scores of predicted class probabilities `probs` (N, K) against integer labels `y_true` (N,).
 

@@ -113,6 +113,11 @@ class SpecBase(BaseModel):
         "pitch shift, white noise as Li et al. (2026)); never applied to validation or test rows; None: no "
         "augmentation",
     )
+    calibrate: bool = Field(
+        True,
+        description="fit a temperature on each model's validation speakers (Guo et al., 2017) so that its confidence "
+        "matches its accuracy; the predicted class never changes, and calibration is reported before and after",
+    )
 
     @field_validator("seed")
     @classmethod

@@ -376,6 +376,28 @@ def predict_proba(
     return _softmax(_predict_logits(model, examples, device, batch_size))
 
 
+def fit_temperature(model: nn.Module, examples: Examples, device: str = "cpu") -> float:
+    """Temperature scaling (Guo et al., 2017): the one scalar T that minimises the cross-entropy of
+    softmax(scores / T) on `examples` (validation rows), set as the model's temperature and returned. The
+    predicted class never changes; confidence shrinks (T > 1) or grows (T < 1) to match accuracy. The
+    cross-entropy is convex in 1 / T, so L-BFGS over log T finds its minimum from T = 1."""
+    assert isinstance(model.temperature, Tensor), "a model with a temperature buffer (SerModel)"
+    scores = torch.from_numpy(_predict_logits(model, examples, device, batch_size=64)) * float(model.temperature)
+    labels = torch.from_numpy(np.asarray(examples.y, dtype=np.int64))
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def loss() -> Tensor:
+        optimizer.zero_grad()
+        value = F.cross_entropy(scores / log_t.exp(), labels)
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    model.temperature.fill_(float(log_t.detach().exp()))
+    return float(model.temperature)
+
+
 def evaluate(model: nn.Module, examples: Examples, classes: Sequence[str], device: str = "cpu") -> dict[str, Any]:
     """`classification_report` of the model on the examples, plus its mean cross-entropy `loss`."""
     logits = _predict_logits(model, examples, device, batch_size=64)

@@ -322,3 +322,31 @@ def test_precise_bn_replaces_running_statistics_by_the_average_over_training_bat
     lagging = _batch_norm_model()
     fit(lagging, TRAIN, None, config, classes=CLASSES)
     assert not torch.allclose(lagging[2].running_mean, _batch_statistics(lagging)[0], atol=1e-3)
+
+
+def test_temperature_scaling_recovers_the_overconfidence_of_a_model_and_never_moves_its_argmax() -> None:
+    from nas.models import SerModel
+    from nas.train import fit_temperature
+
+    rng = np.random.default_rng(0)
+    n, overconfidence = 4000, 3.0
+    x = rng.normal(0.0, 1.0, (n, 1, 2, 4)).astype(np.float32)
+    weights = rng.normal(0.0, 1.0, (3, 8))
+    true_logits = x.reshape(n, 8) @ weights.T
+    true_probs = np.exp(true_logits) / np.exp(true_logits).sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(3, p=p) for p in true_probs])  # labels drawn from the true probabilities
+    body = nn.Sequential(nn.Flatten(), nn.Linear(8, 3, bias=False))
+    with torch.no_grad():
+        body[1].weight.copy_(torch.tensor(weights * overconfidence))  # its scores: 3x the true logits
+    model = SerModel(body, n_features=2, frames=False)
+    examples = Examples(x, y)
+    before = predict_proba(model, x)
+
+    temperature = fit_temperature(model, examples)
+
+    after = predict_proba(model, x)
+    assert temperature == pytest.approx(overconfidence, rel=0.1) and float(model.temperature) == temperature
+    assert np.array_equal(before.argmax(axis=1), after.argmax(axis=1)), "the predicted class never changes"
+    nll = [float(-np.log(p[np.arange(n), y]).mean()) for p in (before, after)]
+    assert nll[1] < nll[0]
+    assert "temperature" in model.state_dict(), "the temperature travels with the weights"

@@ -44,6 +44,8 @@ class SerModel(nn.Module):
         self.segments = segments
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
+        # Divides the scores: 1 while training; fitted on validation afterwards (nas.train.fit_temperature).
+        self.register_buffer("temperature", torch.ones(()))
 
     def set_scaler(self, mean: np.ndarray, std: np.ndarray) -> None:
         assert mean.shape == self.feature_mean.shape, f"scaler mean {mean.shape} != {self.feature_mean.shape}"
@@ -51,6 +53,10 @@ class SerModel(nn.Module):
         self.feature_std.copy_(torch.tensor(std))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Class scores (B, K), whose softmax is the class probabilities."""
+        return self._scores(x, lengths) / self.temperature
+
+    def _scores(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         if self.frames:
             assert lengths is not None, "frame sequences need their true lengths (B,)"
             x = (x - self.feature_mean) / self.feature_std  # (B, T, D), per feature D; the body masks padding

@@ -42,11 +42,11 @@ from nas.dataset import PreparedData
 from nas.errors import DataError
 from nas.features.scaling import fit_scaler
 from nas.genome import Genome, Provenance
-from nas.metrics import classification_report, count_parameters, latency_ms, mean_std
+from nas.metrics import CALIBRATION_KEYS, classification_report, count_parameters, latency_ms, mean_std
 from nas.reporting import TrialStage, TrialState
 from nas.robustness import NOISE_KEYS, scores_under_noise
 from nas.strategies.base import FinalModel, FoldResult, SearchContext, SearchResult
-from nas.train import FitResult, TrainConfig, fit, predict_proba
+from nas.train import FitResult, TrainConfig, fit, fit_temperature, predict_proba
 
 SUMMARY_KEYS = ("ua", "wa", "macro_f1")
 FINAL = str(TrialStage.FINAL)  # the folder, in a search's workdir, of the model trained on every speaker
@@ -181,9 +181,18 @@ def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_di
     best_epoch = outcome.history[outcome.best_epoch - 1]  # epochs count from 1
     validation = data.rows(plan.validation)
     test = data.rows(plan.test)
+    calibration: dict[str, Any] = {}
+    if ctx.spec.calibrate:
+        before = classification_report(
+            test.y, predict_proba(model, test.x, test.lengths, device=ctx.device), data.classes
+        )
+        calibration = {
+            "temperature": fit_temperature(model, validation, ctx.device),
+            "uncalibrated": {k: before[k] for k in CALIBRATION_KEYS},
+        }
     val_probs = predict_proba(model, validation.x, validation.lengths, device=ctx.device)
     test_probs = predict_proba(model, test.x, test.lengths, device=ctx.device)
-    metrics: dict[str, Any] = classification_report(test.y, test_probs, data.classes)
+    metrics: dict[str, Any] = classification_report(test.y, test_probs, data.classes) | calibration
     metrics |= {f"val_{k}": best_epoch[f"val_{k}"] for k in SUMMARY_KEYS}
     metrics |= {
         "best_epoch": outcome.best_epoch,
@@ -289,12 +298,18 @@ def _without_provenance(genome: Genome) -> Genome:
 
 
 def fold_estimate(results: list[FoldResult], summary: dict[str, float]) -> dict[str, Any]:
-    """What the folds say about a model of this search on new speakers: the summary, and what is behind it."""
-    return {
+    """What the folds say about a model of this search on new speakers: the summary, its calibration error
+    before and after temperature scaling where every fold was calibrated, and what is behind it."""
+    estimate = {
         **summary,
         "folds": len(results),
         "test_speakers": sum(len(r.test_speakers) for r in results),
     }
+    if all("temperature" in r.metrics for r in results):
+        estimate |= mean_std([r.metrics for r in results], ("ece",))
+        uncalibrated = mean_std([r.metrics["uncalibrated"] for r in results], ("ece",))
+        estimate |= {f"uncalibrated_{key}": value for key, value in uncalibrated.items()}
+    return estimate
 
 
 def train_on_every_speaker(
@@ -339,7 +354,11 @@ def train_on_every_speaker(
         seed=ctx.spec.seed,
     )
     best_epoch = outcome.history[outcome.best_epoch - 1]
+    calibration = (
+        {"temperature": fit_temperature(model, data.rows(validation), ctx.device)} if ctx.spec.calibrate else {}
+    )
     metrics: dict[str, Any] = {
+        **calibration,
         **{f"val_{k}": best_epoch[f"val_{k}"] for k in SUMMARY_KEYS},
         "best_epoch": outcome.best_epoch,
         "params": count_parameters(model),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.bundle import PREDICTIONS, RESULT_FILES
+from nas.bundle import PREDICTIONS, RESULT_FILES, load_model, model_card
 from nas.errors import ConfigError, ResourceError, SearchCancelled
 from nas.metrics import classification_report
 from nas.reporting import InMemoryReporter, TrialState
@@ -101,6 +101,20 @@ def test_predictions_are_stored_per_utterance_for_validation_and_test(finished):
     assert list(stored["classes"]) == ["calm", "angry"]
     rescored = classification_report(stored["test_labels"], stored["test_probabilities"], ("calm", "angry"))
     assert rescored["ua"] == pytest.approx(result.folds[0].metrics["ua"], abs=1e-6), "the stored rows are the tested"
+
+
+def test_models_are_temperature_scaled_on_validation_and_report_calibration_before_and_after(finished):
+    _, _, out, _, result = finished
+    fold = result.folds[0].metrics
+    assert fold["temperature"] > 0 and set(fold["uncalibrated"]) == {"ece", "mce", "brier"}
+    stored = np.load(out / "folds" / "fold-0" / PREDICTIONS)  # the calibrated model's probabilities
+    rescored = classification_report(stored["test_labels"], stored["test_probabilities"], ("calm", "angry"))
+    assert rescored["ece"] == pytest.approx(fold["ece"], abs=1e-6)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["expected"]["uncalibrated_ece_mean"] == pytest.approx(fold["uncalibrated"]["ece"])
+    genome, model, _ = load_model(out)
+    assert float(model.temperature) == pytest.approx(metrics["temperature"]), "the export carries its temperature"
+    assert "before temperature scaling" in model_card(genome, metrics)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
