@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from nas.bundle import GENOME, METRICS, REPORT, SPEC, WEIGHTS
 from nas.dataset import class_names, featurise, select_utterances
@@ -39,9 +40,10 @@ def run_search(
     finished fold models a strategy may build on (default: result folders, see nas.trials).
     """
     from nas.features.extract import default_cache_dir
-    from nas.train import resolve_device
+    from nas.train import numerics, resolve_device
 
     reporter = reporter or InMemoryReporter()
+    started_with = numerics()  # before any trial sets its own thread count
     resuming = _check_folder(out, spec, reporter)
     strategy = get_strategy(spec.strategy)
     device = resolve_device(spec.device)
@@ -88,7 +90,7 @@ def run_search(
         if not resuming and all(p.name == SPEC for p in out.iterdir()):
             (out / SPEC).unlink()
         raise
-    _write_result(out, result, [] if data is None else [str(p) for p in data.problems])
+    _write_result(out, result, [] if data is None else [str(p) for p in data.problems], started_with)
     return result
 
 
@@ -124,10 +126,10 @@ def _extends(saved: SpecBase, spec: SpecBase) -> bool:
     return same_split and (spec.folds.only is None or set(saved.folds.only) < set(spec.folds.only))
 
 
-def _write_result(out: Path, result: SearchResult, problems: list[str]) -> None:
+def _write_result(out: Path, result: SearchResult, problems: list[str], started_with: dict[str, Any]) -> None:
     """The export (the final model, else the best fold's) and its metrics: the final model's own (validation,
     what it trained on, its expected quality from the folds), or the best fold's test report; then the
-    summary and every fold."""
+    summary and every fold; and `started_with`, what the figures depend on besides the spec and the data."""
     export = result.final or result.best
     for name in (GENOME, WEIGHTS):
         shutil.copyfile(export.weights.parent / name, out / name)
@@ -137,6 +139,7 @@ def _write_result(out: Path, result: SearchResult, problems: list[str]) -> None:
         "summary": result.summary,
         "folds": [fold.metrics for fold in result.folds],
         "skipped_files": problems,
+        "numerics": started_with,
     }
     (out / METRICS).write_text(json.dumps(metrics, indent=2))
     (out / REPORT).write_text(_report(result, problems))

@@ -376,6 +376,21 @@ def predict_proba(
     return _softmax(_predict_logits(model, examples, device, batch_size))
 
 
+def numerics() -> dict[str, Any]:
+    """What a run's figures depend on bit for bit besides its spec and data. CPU kernels are deterministic
+    for one build and one intra-op thread count, but reductions split differently over another count: the
+    same CNN after 10 Adam steps from one seed has other weights with 1 thread than with 2 (loss 1.76031590
+    against 1.76032579), and early stopping on a few validation speakers turns that into other figures."""
+    import platform
+
+    return {
+        "torch": torch.__version__,
+        "intra_op_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
 def fit_temperature(model: nn.Module, examples: Examples, device: str = "cpu") -> float:
     """Temperature scaling (Guo et al., 2017): the one scalar T that minimises the cross-entropy of
     softmax(scores / T) on `examples` (validation rows), set as the model's temperature and returned. The

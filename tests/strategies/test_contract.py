@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from nas.bundle import PREDICTIONS, RESULT_FILES, load_model, model_card
 from nas.errors import ConfigError, ResourceError, SearchCancelled
@@ -86,6 +87,7 @@ def test_a_run_reports_trials_and_leaves_a_result_folder(finished):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["summary"]["ua_mean"] == result.summary["ua_mean"] and f"val_{spec.objective}" in metrics
+    assert metrics["numerics"]["torch"] == torch.__version__ and metrics["numerics"]["intra_op_threads"] >= 1
 
 
 def test_predictions_are_stored_per_utterance_for_validation_and_test(finished):
@@ -167,3 +169,29 @@ def test_a_finished_search_extended_with_more_folds_runs_only_the_new_ones(tiny_
     fewer = spec.model_copy(update={"folds": spec.folds.model_copy(update={"only": (1,)})})
     with pytest.raises(ConfigError, match="the same search with more folds"):
         run_search(fewer, out, cache_dir=feature_cache, progress=False)
+
+
+def test_test_labels_choose_nothing(tiny_search, feature_cache, tmp_path):
+    """The same search on a corpus whose test speakers' calm and angry labels are swapped: the fold's search,
+    choice, retrained weights and validation scores are the same; only its test figures change."""
+    _, spec, out, _, result = tiny_search("tpe-asha")
+    test_speakers = set(result.folds[0].test_speakers)
+    swapped = {"02": "05", "05": "02"}  # RAVDESS's third name field: calm, angry
+    corpus = tmp_path / "corpus"
+    for actor in sorted(spec.corpus.root.iterdir()):
+        (corpus / actor.name).mkdir(parents=True)
+        for recording in actor.iterdir():
+            fields = recording.name.split("-")
+            if actor.name in test_speakers:
+                fields[2] = swapped.get(fields[2], fields[2])
+            (corpus / actor.name / "-".join(fields)).symlink_to(recording.resolve())
+    relabelled = spec.model_copy(update={"corpus": spec.corpus.model_copy(update={"root": corpus})})
+    again = run_search(relabelled, tmp_path / "run", cache_dir=feature_cache, progress=False).folds[0]
+
+    fold = result.folds[0]
+    assert again.genome.architecture == fold.genome.architecture and again.genome.training == fold.genome.training
+    weights = [(run / "folds" / "fold-0" / "weights.safetensors").read_bytes() for run in (out, tmp_path / "run")]
+    assert weights[0] == weights[1], "the fold's retrained (and calibrated) model is the same"
+    for key in ("val_ua", "val_wa", "temperature"):
+        assert again.metrics[key] == fold.metrics[key], key
+    assert again.metrics["ua"] != fold.metrics["ua"], "the test figures are scored on the swapped labels"
