@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -154,6 +156,7 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    quiet_startup()  # first: importing the service imports Alembic, which logs as it loads its plugins
     import uvicorn
 
     from api.service import create_service
@@ -174,11 +177,51 @@ def serve_command(args: argparse.Namespace) -> int:
         uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     )
     base = f"http://{_display_host(args.host)}:{args.port}"
-    print(f"sernas: serving on {base} (API docs at {base}/docs); data in {settings.data_dir.resolve()}")
+    # Flushed: when stdout is a pipe or a file (a service manager's log), it would wait in the buffer.
+    print(f"sernas: serving on {base} (API docs at {base}/docs); data in {settings.data_dir.resolve()}", flush=True)
     if example_root is not None:
         threading.Thread(target=_submit_example, args=(server, base, settings, example_root), daemon=True).start()
-    server.run()
+    # uvicorn stops gracefully on SIGINT and SIGTERM alike (the dispatcher stops and Ray with it; a running
+    # search keeps its checkpoint and lease, and resumes on the next start), then raises the signal again
+    # with the handlers it found. These make that the normal end of the command, exit status 0, instead of
+    # a KeyboardInterrupt or death by SIGTERM (status 143).
+    previous = {sig: signal.signal(sig, _stop_requested) for sig in STOP_SIGNALS}
+    try:
+        server.run()
+    except StopRequestedError as stop:
+        print(f"sernas: stopped by {stop}; a running search resumes from its checkpoint on the next start", flush=True)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0 if server.started else 1
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequestedError(Exception):
+    """SIGINT or SIGTERM reached `sernas serve` (after uvicorn's graceful shutdown, or before it started)."""
+
+
+def _stop_requested(signum: int, _frame: object) -> None:
+    raise StopRequestedError(signal.Signals(signum).name)
+
+
+def quiet_startup() -> None:
+    """Keep what `sernas serve` prints to what a person needs: where it serves, Ray, problems.
+
+    - Alembic logs its plugins and migration context at INFO on every start.
+    - A local Ray warns at every start that it enabled token authentication (nothing to do about it:
+      it binds loopback and its workers get the token); a cluster's own settings are not touched.
+    - Ray's native failure-signal handler prints a stack dump on SIGTERM, which is how a service manager
+      stops a service and which uvicorn handles as a graceful stop: the dump reads like a crash. The
+      variable is read when Ray is imported, here and in the local Ray's workers (which Ray also stops
+      with SIGTERM); set RAY_DISABLE_FAILURE_SIGNAL_HANDLER=0 to keep the dumps.
+    """
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -22,15 +22,19 @@ from nas.store.models import Search
 log = logging.getLogger("sernas.api")
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies below are `async def` although they never await: they only read app state, and FastAPI
+# runs a plain `def` dependency in its thread pool, one hop there and back each (four per submission).
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_sessions(request: Request) -> sessionmaker[Session]:
+async def get_sessions(request: Request) -> sessionmaker[Session]:
     return request.app.state.sessions
 
 
-def get_queued_notifier(request: Request) -> Callable[[str], None]:
+async def get_queued_notifier(request: Request) -> Callable[[str], None]:
     """Tell the app's `on_queued` listeners (e.g. the dispatcher) that a search was queued."""
     app = request.app
 
@@ -79,7 +83,7 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def require_write_token(
+async def require_write_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

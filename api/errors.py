@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from nas.errors import (
     ConfigError,
@@ -184,16 +185,33 @@ _HTTP_TYPES = {
 }
 
 
-async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+    headers = getattr(exc, "headers", None)
     if status == 404 and message == "Not Found":
         message = "no such route; see /docs for the API"
     elif status == 405:
         message = "method not allowed on this route; see /docs for the API"
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(_allowed_methods(request)))}
     type = _HTTP_TYPES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
-    return error_response(status, type, message, headers=getattr(exc, "headers", None))
+    return error_response(status, type, message, headers=headers)
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """The methods some route takes on the request's path. Starlette's own `Allow` names only the
+    first route it tried (`Allow: POST` on /searches, which GET lists too); asking every route whether
+    it takes the path with each method reads the routes only through their public `matches`."""
+    routes = request.app.router.routes
+    return {
+        method
+        for method in ALL_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    }
+
+
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -54,6 +54,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import bearer_token, write_token_error
 from api.errors import NON_FINITE, ApiError, api_error_response, error_body, install_error_handlers, summarise
 from api.routes import ROUTERS
+from api.routes.dashboard import install_dashboard
 from nas.settings import Settings
 from nas.store.db import make_engine, migrate, session_factory
 
@@ -114,13 +115,50 @@ def create_app(
     )
     app.state.settings = settings
     app.state.on_queued = list(on_queued)
+    app.openapi = _openapi_as_served(app, settings)  # type: ignore[method-assign]
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_dashboard(app)
     app.add_middleware(JsonBodyCheck)
     # Added last, so outermost: it bounds what JsonBodyCheck reads.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _openapi_as_served(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:
+    """`app.openapi`, corrected where FastAPI's document would not describe what this server does.
+
+    - Every error is JSON (api.errors), but FastAPI files a route's error responses under the route's
+      own media type: the events route's 400/404/422 would read as text/event-stream.
+    - Without a write token nothing needs credentials, so no security scheme is declared (a client
+      generated from the document would otherwise ask for a token that no request needs).
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()  # caches it in app.openapi_schema, which the edits below change
+            for operation in _operations(document):
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content")
+                    if status[:1] in ("4", "5") and content and "application/json" not in content:
+                        response["content"] = {"application/json": next(iter(content.values()))}
+                if settings.api_token is None:
+                    operation.pop("security", None)
+            if settings.api_token is None:
+                document.get("components", {}).pop("securitySchemes", None)
+        return app.openapi_schema
+
+    return openapi
+
+
+def _operations(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for path_item in document.get("paths", {}).values():
+        yield from (operation for method, operation in path_item.items() if method in HTTP_METHODS)
+
+
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
 async def _call(hook: Hook, app: FastAPI) -> None:

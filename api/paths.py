@@ -13,33 +13,64 @@ from nas.spec import SpecBase
 
 def resolve_inside(path: Path, roots: Sequence[Path]) -> Path | None:
     """`path` with symlinks and `..` resolved, if it lies inside one of `roots` (also resolved)."""
+    allowed = _resolved_roots(roots)
+    return None if allowed is None else _inside(path, allowed)
+
+
+def _resolved_roots(roots: Sequence[Path]) -> list[Path] | None:
     try:
-        resolved = Path(os.path.realpath(path))
-        allowed = [Path(os.path.realpath(root.expanduser())) for root in roots]
+        return [Path(os.path.realpath(root.expanduser())) for root in roots]
     except (OSError, ValueError):  # e.g. an embedded NUL byte
         return None
+
+
+def _inside(path: str | Path, allowed: Sequence[Path]) -> Path | None:
+    try:
+        resolved = Path(os.path.realpath(path))
+    except (OSError, ValueError):
+        return None
     return resolved if any(resolved.is_relative_to(root) for root in allowed) else None
+
+
+# A folder holding at least this many of the paths is listed once (one scandir) to learn which are
+# symlinks; below it each path is lstat'ed, so a few files of a huge folder do not cost a listing of it.
+_LIST_FOLDER_FROM = 32
 
 
 def files_outside(paths: Sequence[Path], roots: Sequence[Path]) -> list[Path]:
     """The files of `paths` that lie outside `roots` once resolved.
 
-    Resolves each folder once and a file only when it is itself a symlink: one lstat per file
-    instead of a realpath walk, so checking a 10,000-file corpus stays cheap.
+    A file lies where its folder resolves to unless it is itself a symlink, so each folder is resolved
+    once and a file only when it is a symlink: which files are is read from one listing of the folder
+    (or an lstat each, for a folder with few of the paths), so checking a 10,000-file corpus stays cheap.
     """
-    folder_inside: dict[str, bool] = {}
-    outside = []
+    allowed = _resolved_roots(roots)
+    if allowed is None:
+        return list(paths)
+    by_folder: dict[str, list[tuple[str, Path]]] = {}
     for path in paths:
-        name = os.path.abspath(path)
-        folder = os.path.dirname(name)
-        inside = folder_inside.get(folder)
-        if inside is None:
-            inside = folder_inside[folder] = resolve_inside(Path(folder), roots) is not None
-        if inside and os.path.islink(name):
-            inside = resolve_inside(Path(name), roots) is not None
-        if not inside:
-            outside.append(path)
+        # rpartition, not os.path.split (4x slower): an absolute, normalised path has a separator.
+        folder, _, name = os.path.abspath(path).rpartition(os.sep)
+        by_folder.setdefault(folder or os.sep, []).append((name, path))
+    outside = []
+    for folder, files in by_folder.items():
+        if _inside(folder, allowed) is None:
+            outside.extend(path for _, path in files)
+            continue
+        links = _symlinks(folder, [name for name, _ in files])
+        outside.extend(path for name, path in files if name in links and _inside(path, allowed) is None)
     return outside
+
+
+def _symlinks(folder: str, names: Sequence[str]) -> set[str]:
+    """Which of `names` (entries of `folder`) are symlinks."""
+    if len(names) >= _LIST_FOLDER_FROM:
+        try:
+            with os.scandir(folder) as entries:
+                return {entry.name for entry in entries if entry.is_symlink()}
+        except OSError:  # e.g. searchable but not readable: each name can still be lstat'ed
+            pass
+    return {name for name in names if os.path.islink(os.path.join(folder, name))}
 
 
 def confine_corpus_root(spec: SpecBase, prefix: tuple[str, ...], settings: Settings) -> Path:

@@ -39,6 +39,20 @@ NO_NUL = r"^[^\x00]*$"
 
 SPEC_FIELDS = ("preset", "strategy", "corpus", "overrides", "folds", "seed", "device", "gpus")
 
+# `SearchCreate._one_way` in JSON Schema, so that the document says which bodies are valid: a corpus (and
+# no spec), or a spec and none of the fields it already holds. A null counts as absent, as in the validator.
+ONE_WAY_SCHEMA = [
+    {
+        "required": ["corpus"],
+        "properties": {"corpus": {"not": {"type": "null"}}, "spec": {"type": "null"}},
+    },
+    {
+        "required": ["spec"],
+        "properties": {"spec": {"not": {"type": "null"}}},
+        "not": {"anyOf": [{"required": [field]} for field in SPEC_FIELDS]},
+    },
+]
+
 
 class SearchCreate(BaseModel):
     """A search to queue: a preset (plus dotted-key overrides) on a corpus, or a complete `spec`."""
@@ -46,6 +60,7 @@ class SearchCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            "anyOf": ONE_WAY_SCHEMA,
             "examples": [
                 {
                     "name": "demo on RAVDESS",
@@ -55,7 +70,7 @@ class SearchCreate(BaseModel):
                     "folds": {"n_folds": 6, "only": [0]},
                     "idempotency_key": "demo-1",
                 }
-            ]
+            ],
         },
     )
 
@@ -111,7 +126,7 @@ def search_links(search_id: str, status: SearchStatus) -> dict[str, str]:
     base = f"/searches/{search_id}"
     links = {"self": base, "trials": f"{base}/trials", "best": f"{base}/best", "events": f"{base}/events"}
     # Only the actions that do something in this status: no link leads to a 409 or a no-op.
-    if status in (SearchStatus.QUEUED, SearchStatus.RUNNING):
+    if status in (SearchStatus.QUEUED, SearchStatus.WAITING, SearchStatus.RUNNING):
         links["cancel"] = f"{base}/cancel"
     if status in (SearchStatus.FAILED, SearchStatus.CANCELLED):
         links["resume"] = f"{base}/resume"
@@ -271,6 +286,8 @@ class TrialPublic(BaseModel):
     ua: float | None
     wa: float | None
     n_params: int | None = Field(description="the model's parameter count")
+    macro_f1: float | None
+    latency_ms: float | None = Field(description="the median latency of one example (metric latency_ms_p50)")
     has_genome: bool
     started_at: datetime
     finished_at: datetime | None
@@ -294,6 +311,8 @@ class TrialPublic(BaseModel):
             "ua": trial.ua,
             "wa": trial.wa,
             "n_params": trial.n_params,
+            "macro_f1": trial.macro_f1,
+            "latency_ms": trial.latency_ms,
             "has_genome": trial.genome is not None,
             "started_at": trial.started_at,
             "finished_at": trial.finished_at,

@@ -54,7 +54,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data_dir: Path, data_root: Path, database_url: str | None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    data_dir: Path, data_root: Path, database_url: str | None, code: Path = REPO
+) -> tuple[subprocess.Popen, str]:
+    """The controller of the checkout at `code` (default: this one) under uvicorn on loopback."""
     port = _free_port()
     env = {
         **os.environ,
@@ -78,7 +81,7 @@ def start_server(data_dir: Path, data_root: Path, database_url: str | None) -> t
         "warning",
         "--no-access-log",
     ]
-    server = subprocess.Popen(command, cwd=REPO, env=env)
+    server = subprocess.Popen(command, cwd=code, env={**env, "PYTHONPATH": str(code)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -11,7 +11,8 @@ resident memory (VmHWM, reset at its start) is its own; each runs one weight ste
 them, and SGD's momentum buffers then exist), one warm-up step, then `--steps` timed steps (the
 median is reported). FLOPs of one step come from torch.utils.flop_counter.FlopCounterMode
 (convolutions and matmuls; the oneDNN LSTM kernels are not counted), the machine's peak from a
-large float32 matmul. The memory estimate (nas.darts.memory) is shown next to the measured peak.
+large float32 matmul. The memory estimate (nas.darts.footprint, counted from the shape) is shown next to
+the measured peak.
 Other processes on a shared machine slow every number down: the load average is printed.
 """
 
@@ -32,7 +33,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from nas.darts.architect import Architect
-from nas.darts.memory import GB, estimate_search_memory, peak_rss, reset_peak_rss
+from nas.darts.footprint import GB, estimate_search_memory
+from nas.darts.memory import peak_rss, reset_peak_rss
 from nas.darts.search import weight_step
 from nas.darts.supernet import Supernet
 from search_spaces.darts import DartsOptions, EmoDartsSpace

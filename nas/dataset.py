@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.augment.waveform import AudioAugment
-from nas.data.corpora import read_corpus
+from nas.data.corpora import Corpus, read_corpus
 from nas.data.segments import window_index
 from nas.data.selection import require_enough, select
 from nas.data.types import FileProblem, Utterance
@@ -86,16 +86,19 @@ class PreparedData:
         return rows if segments is None else rows.windows(segments.frames, segments.train_stride)
 
 
-def select_utterances(corpus: CorpusSpec, reporter: Reporter) -> tuple[list[Utterance], list[FileProblem]]:
-    """Read and filter the corpus (no audio decoded yet); files the reader rejects are logged by name."""
-    read = read_corpus(corpus.name, corpus.root)
-    for problem in read.problems:
+def select_utterances(
+    corpus: CorpusSpec, reporter: Reporter, read: Callable[[str, Path], Corpus] = read_corpus
+) -> tuple[list[Utterance], list[FileProblem]]:
+    """Read and filter the corpus (no audio decoded yet); files the reader rejects are logged by name.
+    `read` reads a listing (`read_corpus`, or a `nas.data.listing.CorpusListings`'s `read`)."""
+    listing = read(corpus.name, corpus.root)
+    for problem in listing.problems:
         reporter.log(f"skipped {problem}")
-    for reason, count in read.excluded.items():
+    for reason, count in listing.excluded.items():
         reporter.log(f"left out {count} x {reason}")
-    chosen = select(read.utterances, corpus.classes, corpus.label_map, corpus.speakers, corpus.meta)
+    chosen = select(listing.utterances, corpus.classes, corpus.label_map, corpus.speakers, corpus.meta)
     require_enough(chosen)
-    return chosen, list(read.problems)
+    return chosen, list(listing.problems)
 
 
 def class_names(utterances: list[Utterance], corpus: CorpusSpec) -> tuple[str, ...]:

@@ -44,6 +44,11 @@ class TrialStage(enum.StrEnum):
     FINAL = "final"  # the chosen genome trained on every speaker: the search's export
 
 
+# The step value that holds the architecture a search derived at that step, with its flags ({"architecture": ...,
+# "flags": [...]}, the fields of a Genome that the search knows then): the dashboard shows the genome evolve.
+STEP_GENOME = "genome"
+
+
 class Reporter(abc.ABC):
     @abc.abstractmethod
     def start_trial(
@@ -52,8 +57,9 @@ class Reporter(abc.ABC):
         """Open (or, on resume, reopen) the trial named `key` of `fold` and `stage`; returns its id."""
 
     @abc.abstractmethod
-    def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> None:
-        """Intermediate values of one step (epoch) of a trial."""
+    def report(self, trial_id: int, step: int, metrics: dict[str, Any]) -> None:
+        """Intermediate values of one step (epoch) of a trial: numbers, and `STEP_GENOME` where the trial
+        derives an architecture at each step."""
 
     @abc.abstractmethod
     def finish_trial(
@@ -78,7 +84,7 @@ class TrialRecord:
     fold: int | None = None
     stage: str | None = None
     state: TrialState = TrialState.RUNNING
-    steps: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    steps: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     genome: AnyGenome | None = None
     artifacts: dict[str, Path] = field(default_factory=dict)
@@ -108,7 +114,7 @@ class InMemoryReporter(Reporter):
         self.trials[trial_id] = TrialRecord(trial_id, key, dict(params), fold, stage)
         return trial_id
 
-    def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> None:
+    def report(self, trial_id: int, step: int, metrics: dict[str, Any]) -> None:
         steps = self.trials[trial_id].steps
         steps[:] = [(s, m) for s, m in steps if s != step]  # keyed by step, as in the study database
         steps.append((step, dict(metrics)))

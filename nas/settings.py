@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(5, ge=1, description="a search whose worker died this often is marked failed")
     max_running: int = Field(1, ge=1, description="searches run at once by one dispatcher")
     dispatcher: bool = Field(True, description="`sernas serve` also runs the dispatcher")
+    autoscale_node: dict[str, float] = Field(
+        default_factory=dict,
+        description='Ray resources of the largest node the cluster may still add, e.g. {"GPU": 1, "CPU": 8} '
+        "for an autoscaling cluster's GPU node type: a search asking for them waits for that node instead of "
+        "being refused",
+    )
 
     @property
     def db_url(self) -> str:

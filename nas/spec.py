@@ -25,9 +25,10 @@ from pydantic import (
 )
 
 from nas.augment.waveform import AudioAugment
-from nas.errors import ConfigError, DataError
+from nas.errors import ConfigError, DataError, ResourceError
 
 if TYPE_CHECKING:
+    from nas.darts.footprint import MemoryEstimate
     from nas.data.folds import Fold
     from nas.data.types import Utterance
     from nas.trials import TrialSource
@@ -44,6 +45,11 @@ class SpecFieldError(ConfigError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class SpecResourceError(SpecFieldError, ResourceError):
+    """A search that needs more than its spec allows (e.g. memory above `options.memory_limit_gb`), because of
+    the field at dotted path `field`: refused as a field of the spec at submission, as a resource by a runner."""
 
 
 class CorpusSpec(BaseModel):
@@ -107,16 +113,16 @@ class SpecBase(BaseModel):
         description="also score each fold's test rows with white Gaussian noise at these SNRs in dB, e.g. "
         "[20, 10, 0] as Li et al. (2026); networks only (an ensemble's members carry their own)",
     )
+    calibrate: bool = Field(
+        True,
+        description="fit a temperature on each model's validation speakers (Guo et al., 2017) so that its confidence "
+        "matches its accuracy; the predicted class never changes, and calibration is reported before and after",
+    )
     augment: AudioAugment | None = Field(
         None,
         description="train on augmented copies of each training utterance besides the original (time stretch, "
         "pitch shift, white noise as Li et al. (2026)); never applied to validation or test rows; None: no "
         "augmentation",
-    )
-    calibrate: bool = Field(
-        True,
-        description="fit a temperature on each model's validation speakers (Guo et al., 2017) so that its confidence "
-        "matches its accuracy; the predicted class never changes, and calibration is reported before and after",
     )
 
     @field_validator("seed")
@@ -147,6 +153,12 @@ class SpecBase(BaseModel):
         that sets it, amount). Its CPUs are not here: the dispatcher sizes them to fit the largest node."""
         return {"GPU": ("gpus", self.gpus)}
 
+    def memory_refusal(self, node_bytes: float) -> tuple[str, str] | None:
+        """(spec field, why and what to do) when the search's own task needs more memory than a node with
+        `node_bytes` of it (Ray's `memory` resource) has; None when it fits, or when the strategy cannot tell
+        without running (the default)."""
+        return None
+
     def check_inputs(self, trials: TrialSource, utterances: Sequence[Utterance]) -> None:
         """Refuse (ConfigError; SpecFieldError naming the field to fix) a search that cannot run on the corpus's
         selected utterances (no audio decoded) or on its inputs from earlier searches; the service's
@@ -173,15 +185,48 @@ class SpecBase(BaseModel):
             raise SpecFieldError("folds.by", f"folds.by {folds.by!r}: {exc}") from None
 
 
+# More labels than any supported corpus has: sizes a classifier when the class count is not known yet.
+MAX_CLASSES = 16
+
+
 class DartsSearch(SpecBase, DartsSections):
     """emoDARTS (Rajapakshe et al., 2024): a CNN + SeqNN supernet searched by DARTS, per fold."""
 
+    def memory_estimate(self, n_classes: int) -> MemoryEstimate:
+        """The supernet's memory for a search step (`nas.darts.footprint`: counted from the shape, microseconds)."""
+        from nas.darts.footprint import estimate_search_memory
+
+        options = self.options
+        return estimate_search_memory(
+            self.space, self.features.output_shape, n_classes, options.batch_size, options.second_order
+        )
+
+    def memory_refusal(self, node_bytes: float) -> tuple[str, str] | None:
+        if self.gpus > 0 and self.device != "cpu":  # on the GPU: the worker judges it against the GPU it gets
+            return None
+        from nas.darts.footprint import check_fits
+
+        # The classes size only the classifier (kilobytes): without a class list, an upper bound does.
+        n_classes = len(self.corpus.classes) if self.corpus.classes else MAX_CLASSES
+        try:
+            check_fits(self.memory_estimate(n_classes), int(node_bytes), "on the largest node of the Ray cluster")
+        except ResourceError as exc:
+            return "options.batch_size", f"options.batch_size: {exc}"
+        return None
+
     def check_inputs(self, trials: TrialSource, utterances: Sequence[Utterance]) -> None:
-        # Each fold's training pool is cut by utterance, stratified by class (`darts_split`): a class too
-        # thin in some fold fails that fold. The cut needs labels and indices only, so it is checked here.
+        from nas.darts.footprint import GB, check_fits
         from nas.data.folds import darts_split
 
         options = self.options
+        if options.memory_limit_gb is not None:  # the worker refuses a search above it: so does submission
+            classes = len({u.label for u in utterances})
+            try:
+                check_fits(self.memory_estimate(classes), int(options.memory_limit_gb * GB), "allowed")
+            except ResourceError as exc:
+                raise SpecResourceError("options.memory_limit_gb", f"options.memory_limit_gb: {exc}") from None
+        # Each fold's training pool is cut by utterance, stratified by class (`darts_split`): a class too
+        # thin in some fold fails that fold. The cut needs labels and indices only, so it is checked here.
         for fold in self.folds_of(utterances):
             pool = fold.train_indices(utterances)
             try:
@@ -286,8 +331,11 @@ def _check_holdout_speakers(spec: TpeAshaSearch | HyperbandSearch, folds: Sequen
 
 
 def _strategy(value: Any) -> str:
-    # Specs written before there was more than one strategy name none: they are darts specs.
-    return value.get("strategy", "darts") if isinstance(value, dict) else value.strategy
+    # Specs written before there was more than one strategy name none: they are darts specs. Something
+    # that is no spec at all (a list, a number) is judged as one too, so its error says what a spec is.
+    if isinstance(value, dict):
+        return value.get("strategy", "darts")
+    return getattr(value, "strategy", "darts")
 
 
 SearchSpec = Annotated[

@@ -7,12 +7,19 @@ Each poll (every `settings.poll_seconds`):
    died, and they resume from their checkpoints when claimed again;
 3. renew the leases of this dispatcher's tasks (a task may wait in Ray's queue for a GPU before
    its runner starts renewing itself), and force-stop tasks whose cancel went unheeded;
-4. read the cluster's largest node (`cluster`, which the controller also checks submissions against);
+4. read the cluster's largest node and what each node has free (`cluster`, which the controller also
+   checks submissions against), counting a node the cluster may still add (`settings.autoscale_node`);
 5. while fewer than `max_running` of its tasks run, claim the oldest queued search
    (`claim_next_search`: atomic, so several dispatchers or controllers on one database never run
    one search twice) and submit it to Ray with the GPUs its spec reserves. A search that asks one
    node for more than any node has fails at once, saying so (resumable): Ray would keep it pending
    forever, shown as running and holding a dispatch slot that the searches behind it wait for.
+   A search that some node could hold but none has free now (a GPU node not joined yet, every GPU
+   busy) is submitted all the same and marked `waiting`: Ray's queue holds it (and an autoscaler sees
+   its demand), Ray starts it when the resources appear, and its runner marks it running then. A
+   waiting search holds no dispatch slot, so the searches behind it that can run now are claimed;
+   once started it counts against `max_running` again (which may then be exceeded by the searches
+   that waited). Cancelling a waiting search cancels it at once and withdraws its Ray task.
 
 Use it in a service (`start()` / `stop()`: a daemon thread) or standalone: `python -m workers.dispatcher`.
 """
@@ -70,6 +77,8 @@ class _Task:
     submitted: float = field(default_factory=time.monotonic)
     next_renewal: float = 0.0
     cancel_seen: float | None = None  # when this dispatcher first saw the cancel request
+    waiting: bool = False  # in Ray's queue for resources no node has free: holds no dispatch slot
+    demand: dict[str, float] = field(default_factory=dict)  # the Ray resources its task asked for
 
 
 class Dispatcher:
@@ -118,6 +127,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._cpus: dict[float, float] = {}
         self._claims = 0
+        self._spare: dict[str, float] = {}  # resources the tasks that ended in this poll held (see poll_once)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -199,6 +209,7 @@ class Dispatcher:
 
     def poll_once(self) -> list[str]:
         """One round of reap, re-queue, renew, read the cluster, claim; returns the ids of searches submitted now."""
+        held = {task.search_id: task.demand for task in self.tasks.values() if not task.waiting}
         self._reap()
         for search_id in repository.requeue_expired(self.sessions, max_attempts=self.settings.max_attempts):
             log.warning("search %s: its worker went silent; re-queued", search_id)
@@ -206,9 +217,18 @@ class Dispatcher:
             if stale is not None:  # ours, but we failed to renew in time: make sure it stops
                 self.backend.cancel(stale.ref)
         self._renew()
-        self.cluster = self.backend.node_limits()
+        # What the tasks that ended in this poll held: Ray may report it free only a moment later.
+        self._spare = {}
+        for search_id, demand in held.items():
+            if search_id not in self.tasks:
+                for name, amount in demand.items():
+                    self._spare[name] = self._spare.get(name, 0.0) + amount
+        cluster = self.backend.node_limits()
+        if cluster is not None and self.settings.autoscale_node:
+            cluster = cluster.with_node(self.settings.autoscale_node)
+        self.cluster = cluster
         submitted = []
-        while len(self.tasks) < self.settings.max_running and not self._stop.is_set():
+        while self.running() < self.settings.max_running and not self._stop.is_set():
             # Each claim has its own owner name, so two attempts at one search can never both
             # hold its lease, even from one dispatcher.
             lease_owner = f"{self.owner}#{self._claims + 1}"
@@ -220,8 +240,12 @@ class Dispatcher:
                 submitted.append(search.id)
         return submitted
 
+    def running(self) -> int:
+        """This dispatcher's tasks that hold a dispatch slot: all but the waiting ones."""
+        return sum(not task.waiting for task in self.tasks.values())
+
     def _submit(self, search: Search, lease_owner: str) -> bool:
-        """Submit a claimed search to Ray; False when it failed instead (recorded on the search)."""
+        """Submit a claimed search to Ray, running or waiting; False when it failed instead (recorded on it)."""
         from nas.spec import parse_spec
 
         try:
@@ -230,6 +254,8 @@ class Dispatcher:
                 return False
             gpus = spec.search_gpus()
             cpus = spec.search_cpus(self._cpus_for(gpus))
+            demand = {"GPU": gpus, "CPU": cpus}
+            waiting = self._waits(search.id, demand, lease_owner)
             config = RunnerConfig(
                 db_url=self.settings.db_url,
                 owner=lease_owner,
@@ -246,7 +272,7 @@ class Dispatcher:
             repository.mark_finished(self.sessions, search.id, SearchStatus.FAILED, error=message, owner=lease_owner)
             return False
         renewal = time.monotonic() + self.settings.lease_seconds / 3
-        self.tasks[search.id] = _Task(search.id, lease_owner, ref, next_renewal=renewal)
+        self.tasks[search.id] = _Task(search.id, lease_owner, ref, next_renewal=renewal, waiting=waiting, demand=demand)
         repository.add_event(
             self.sessions,
             search.id,
@@ -267,6 +293,19 @@ class Dispatcher:
         log.warning("search %s: %s", search_id, message)
         repository.mark_finished(self.sessions, search_id, SearchStatus.FAILED, error=message, owner=lease_owner)
         return True
+
+    def _waits(self, search_id: str, demand: dict[str, float], lease_owner: str) -> bool:
+        """Mark a claimed search waiting when no node has `demand` free now; else count it as taken."""
+        if self.cluster is None or self.cluster.fits_now(demand, self._spare):
+            if self.cluster is not None and self.cluster.fits_now(demand):
+                self.cluster = self.cluster.taking(demand)
+            else:  # it fits only in what ended in this poll
+                self._spare = {name: max(0.0, have - demand.get(name, 0.0)) for name, have in self._spare.items()}
+            return False
+        asked = ", ".join(f"{amount:g} {name}" for name, amount in demand.items() if amount > 0)
+        why = f"no node of the Ray cluster has {asked} free now; Ray starts it when they are"
+        log.info("search %s: %s", search_id, why)
+        return repository.mark_waiting(self.sessions, search_id, lease_owner, why)
 
     def _cpus_for(self, gpus: float) -> float:
         if gpus not in self._cpus:
@@ -307,6 +346,12 @@ class Dispatcher:
                 self._enforce_cancel(task, now)
                 continue
             search = repository.get_search(self.sessions, task.search_id)
+            if task.waiting and search is not None:
+                if search.status == SearchStatus.CANCELLED:  # cancelled while waiting: nothing of it ran
+                    self.backend.cancel(task.ref)
+                    del self.tasks[task.search_id]
+                    continue
+                task.waiting = search.status == SearchStatus.WAITING  # its runner marks it running on start
             if search is not None and search.cancel_requested:
                 task.cancel_seen = now  # the runner stops by itself at its next batch, normally
                 continue

@@ -47,30 +47,66 @@ class Reaped:
 
 @dataclass(frozen=True)
 class NodeLimits:
-    """The most of each resource that one alive node of the cluster has. A task asking for more is never
-    placed: Ray keeps it pending, silently, until a node that big joins."""
+    """The most of each resource that one alive node of the cluster has (or a node it may still add, see
+    `with_node`), and what each node has free now. A task asking for more than any node has is never placed:
+    Ray keeps it pending, silently, until a node that big joins; one asking for more than any node has free
+    now waits in Ray's queue until a task ends or a node joins."""
 
     largest: dict[str, float]  # Ray resource ("CPU", "GPU", ...) -> the most of it on any one node
+    free: tuple[dict[str, float], ...] | None = None  # each alive node's free resources now; None: unknown
 
     @classmethod
-    def of(cls, nodes: list[dict[str, Any]]) -> NodeLimits | None:
-        """From `ray.nodes()`; None when no node is alive (nothing is known)."""
+    def of(cls, nodes: list[dict[str, Any]], free: list[dict[str, float]] | None = None) -> NodeLimits | None:
+        """From `ray.nodes()` and each node's free resources; None when no node is alive (nothing is known)."""
         alive = [node.get("Resources", {}) for node in nodes if node.get("Alive")]
         if not alive:
             return None
         names = {name for resources in alive for name in resources}
-        return cls({name: max(resources.get(name, 0.0) for resources in alive) for name in names})
+        largest = {name: max(resources.get(name, 0.0) for resources in alive) for name in names}
+        return cls(largest, None if free is None else tuple(free))
+
+    def with_node(self, resources: dict[str, float]) -> NodeLimits:
+        """These limits on a cluster that may still add a node with `resources` (an autoscaler's node type):
+        a task that fits it is not refused; it waits, as nothing has it free until the node joins."""
+        names = set(self.largest) | set(resources)
+        largest = {name: max(self.largest.get(name, 0.0), resources.get(name, 0.0)) for name in names}
+        return NodeLimits(largest, self.free)
+
+    def fits_now(self, demand: dict[str, float], spare: dict[str, float] | None = None) -> bool:
+        """Whether one node has `demand` (Ray resource -> amount) free now, with `spare` on top (resources being
+        released that Ray may not count as free yet); True when that is not known."""
+        if self.free is None:
+            return True
+        spare = spare or {}
+        return any(_covers({n: node.get(n, 0.0) + spare.get(n, 0.0) for n in demand}, demand) for node in self.free)
+
+    def taking(self, demand: dict[str, float]) -> NodeLimits:
+        """The limits once a task with `demand` took it from the first node that has it free (Ray reports a
+        placement only later: several searches placed in one poll must not all count on the same GPU)."""
+        if self.free is None:
+            return self
+        nodes = list(self.free)
+        for i, node in enumerate(nodes):
+            if _covers(node, demand):
+                nodes[i] = {name: have - demand.get(name, 0.0) for name, have in node.items()}
+                break
+        return NodeLimits(self.largest, tuple(nodes))
 
     def refusals(self, spec: SpecBase) -> list[tuple[str, str]]:
         """(spec field, what is wrong and what to do) for each resource that one task of `spec` asks of a node
-        beyond what every node has."""
+        beyond what every node has, its memory included (when the nodes' memory is known)."""
         found = []
         for resource, (field, amount) in spec.node_demands().items():
             have = self.largest.get(resource, 0.0)
             if amount > have:
                 asked = f"{field}: {amount:g} asked, but the cluster's nodes have at most {have:g} {resource}s"
                 found.append((field, f"{asked}: {_fix(field, resource, have)}"))
-        return found
+        memory = None if "memory" not in self.largest else spec.memory_refusal(self.largest["memory"])
+        return found if memory is None else [*found, memory]
+
+
+def _covers(node: dict[str, float], demand: dict[str, float]) -> bool:
+    return all(node.get(name, 0.0) >= amount for name, amount in demand.items() if amount > 0)
 
 
 def _fix(field: str, resource: str, have: float) -> str:
@@ -155,11 +191,12 @@ class RayBackend:
         return max(1, min(largest, math.floor(total / max_running)))
 
     def node_limits(self) -> NodeLimits | None:
-        """The largest node of the cluster (see NodeLimits), or None when Ray cannot tell."""
+        """The largest node of the cluster and what each node has free (see NodeLimits), or None when Ray
+        cannot tell."""
         import ray
 
         try:
-            return NodeLimits.of(ray.nodes())
+            return NodeLimits.of(ray.nodes(), _free_per_node())
         except Exception as exc:  # e.g. an API a Ray Client cannot reach: searches are then placed unchecked
             if not self._limits_unknown_logged:
                 log.warning("cannot read the cluster's nodes (%s); searches are submitted unchecked", exc)
@@ -202,6 +239,18 @@ class RayBackend:
             ray.cancel(ref, force=True)
         except Exception as exc:  # already finished, or its worker is gone
             log.debug("ray.cancel: %s", exc)
+
+
+def _free_per_node() -> list[dict[str, float]] | None:
+    """Each alive node's free resources; None when this Ray cannot say (Ray has no public call for it per node,
+    only its state module's)."""
+    try:
+        from ray._private.state import available_resources_per_node
+
+        return list(available_resources_per_node().values())
+    except Exception as exc:
+        log.debug("cannot read the nodes' free resources: %s", exc)
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

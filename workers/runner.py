@@ -150,7 +150,12 @@ def _execute(sessions: sessionmaker[Session], search_id: str, config: RunnerConf
     from nas.store.trials import StoreTrials
 
     search = repository.get_search(sessions, search_id)
-    if search is None or search.status != SearchStatus.RUNNING or search.lease_owner != config.owner:
+    held = search is not None and search.lease_owner == config.owner
+    if held and search.status == SearchStatus.WAITING:  # Ray found it the resources it waited for
+        held = repository.start_waiting(sessions, search_id, config.owner)
+    elif held:
+        held = search.status == SearchStatus.RUNNING
+    if not held:
         log.warning("search %s is not held by %s any more; not running it", search_id, config.owner)
         return "lost"
     out = config.results_dir / search_id

@@ -17,6 +17,7 @@ from api.deps import VALIDATION, QueuedDep, SearchId, SessionsDep, SettingsDep, 
 from api.errors import ApiError, pydantic_fields, summarise
 from api.paths import confine_corpus_root, files_outside
 from api.schemas import NO_NUL, SearchCreate, SearchPage, SearchPublic, TrialDetail
+from nas.data.listing import CorpusListings
 from nas.errors import ConfigError, DataError, UnknownNameError
 from nas.settings import Settings
 from nas.spec import SpecBase, SpecFieldError, spec_from_preset
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from workers.ray_backend import NodeLimits
 
 router = APIRouter(tags=["searches"], responses=VALIDATION)
+
+# Submissions read the same few corpora again and again: each listing is read once and reused while a stat
+# of its folders and label files shows no change (see nas.data.listing for what is watched).
+corpus_listings = CorpusListings()
 
 # ---------------------------------------------------------------- submission
 
@@ -172,7 +177,7 @@ def check_runnable(spec: SpecBase, prefix: tuple[str, ...], settings: Settings, 
 
     corpus_loc = [*prefix, "corpus"]
     try:
-        utterances, _problems = select_utterances(spec.corpus, InMemoryReporter())
+        utterances, _problems = select_utterances(spec.corpus, InMemoryReporter(), corpus_listings.read)
     except UnknownNameError as exc:
         raise ApiError(422, "unknown_name", str(exc), [([*corpus_loc, "name"], str(exc))], exc.valid) from None
     except DataError as exc:
@@ -249,7 +254,7 @@ def get_search(search_id: SearchId, sessions: SessionsDep) -> SearchPublic:
 
 @router.post("/searches/{search_id}/cancel", response_model=SearchPublic, responses=errors(401, 403, 404, 409))
 def cancel_search(search_id: SearchId, sessions: SessionsDep, _auth: WriteAuth) -> SearchPublic:
-    """Cancel: a queued search at once, a running one within seconds (it can be resumed later)."""
+    """Cancel: a queued or waiting search at once, a running one within seconds (it can be resumed later)."""
     search = repo.request_cancel(sessions, search_id)
     if search.status in (SearchStatus.COMPLETED, SearchStatus.FAILED):
         raise ApiError(409, "invalid_transition", f"search {search_id} is {search.status.value}; nothing to cancel")

@@ -36,6 +36,7 @@ def list_trials(
     ] = "id",
     state: TrialState | None = None,
     stage: Annotated[str | None, Query(max_length=64, pattern=NO_NUL, description="e.g. search, retrain")] = None,
+    fold: Annotated[int | None, Query(ge=0, le=10_000, description="only this fold's trials")] = None,
     min_ua: Annotated[float | None, Query(ge=0, le=1, description="only trials with UA >= this")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000, description="next_cursor of the previous page")] = None,
@@ -48,13 +49,24 @@ def list_trials(
         check_cursor(cursor, sort)
     get_or_404(sessions, search_id)
     try:
-        page = repo.list_trials(sessions, search_id, state, stage, min_ua, sort, limit, cursor)
+        page = repo.list_trials(
+            sessions,
+            search_id,
+            state=state,
+            stage=stage,
+            fold=fold,
+            min_ua=min_ua,
+            sort=sort,
+            limit=limit,
+            cursor=cursor,
+        )
     except ConfigError as exc:  # a cursor that is not ours, or from another sort
         raise ApiError(400, "bad_request", str(exc), [(["query", "cursor"], str(exc))]) from None
     links = {}
     if page.next_cursor is not None:
         query = {"sort": sort, "limit": limit, "cursor": page.next_cursor}
-        query |= {k: v for k, v in {"state": state, "stage": stage, "min_ua": min_ua}.items() if v is not None}
+        filters = {"state": state, "stage": stage, "fold": fold, "min_ua": min_ua}
+        query |= {k: v for k, v in filters.items() if v is not None}
         links["next"] = f"/searches/{search_id}/trials?{urlencode(query)}"
     return TrialPage(
         items=[TrialPublic.of(t) for t in page.items],

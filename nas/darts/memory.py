@@ -1,54 +1,31 @@
-"""How much memory an emoDARTS search needs, measured before it starts, and a clear refusal if it won't fit.
+"""The emoDARTS search's memory measured on a real supernet: the reference the analytic estimate is checked against.
 
-Activations are measured, not guessed: the supernet is built and run forward while
-`saved_tensors_hooks` add up the distinct storages autograd keeps for the backward pass
-(parameters excluded, they are counted below; `_activation_bytes` says on which devices). That
-is the peak of a training step, as backward only frees them, and it is a fixed part plus a part
-per sample, so one probe gives it for any batch size. Backward needs a little more on top (the
-gradients of one cell's states, a recomputed depthwise map), and the allocator fragments:
-`ACTIVATION_MARGIN` covers both; it was calibrated against the peak resident memory of real
-steps (benchmarks/darts_step.py, tests/darts/test_memory.py).
-
-Everything else is counted from the parameter count:
-- weights, their gradients, SGD momentum: 3 copies;
-- second order: the architect's saved copy of the weights, the virtual-step gradient, then
-  the validation gradient kept through the finite differences: 3 more copies;
-- alphas with gradients and Adam's two moments (negligible).
+`nas.darts.footprint.estimate_search_memory` counts a search step's memory from its shape, and is what the
+service uses. This module measures it: the supernet is built and run forward while `saved_tensors_hooks`
+add up the distinct storages autograd keeps for the backward pass (parameters excluded, they are counted
+from the weights; `_activation_bytes` says on which devices). That is the peak of a training step, as
+backward only frees them, and it is a fixed part plus a part per sample, so one probe gives it for any
+batch size. It takes seconds at the paper's configuration, which is why the service does not run it;
+tests/darts/test_memory.py keeps the two within a stated factor, and this one within a factor of the peak
+resident memory of real steps (benchmarks/darts_step.py). It also reads the memory a device has free, and
+a process's peak resident memory.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from nas.darts.footprint import MemoryEstimate, step_memory
 from nas.darts.supernet import Supernet
 from nas.errors import ResourceError
 from nas.ops.cnn import threads
 from search_spaces.darts import EmoDartsSpace
-
-ACTIVATION_MARGIN = 1.3
-WEIGHT_COPIES = 3  # weights, gradients, momentum
-SECOND_ORDER_COPIES = 3  # saved weights, virtual-step gradient, validation gradient
-GB = 1024**3
-
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    parameter_bytes: int  # weights and alphas with their gradients, optimiser states, second-order copies
-    activation_bytes: int  # kept for backward at `batch_size`, with ACTIVATION_MARGIN
-    total_bytes: int
-    human: str
-    batch_size: int
-    activation_bytes_per_sample: int  # with the margin
-    second_order_bytes: int  # part of parameter_bytes that first order would not need
-
 
 PROBE_BATCH = 7  # an odd size that no other tensor dimension is likely to share
 
@@ -105,7 +82,7 @@ def _activation_bytes(full: Supernet, space: EmoDartsSpace, n_classes: int, reco
     return fixed, per_sample
 
 
-def estimate_search_memory(
+def measure_search_memory(
     space: EmoDartsSpace,
     input_shape: tuple[int, int, int],
     n_classes: int,
@@ -114,30 +91,12 @@ def estimate_search_memory(
     recompute_cells: int = 0,
 ) -> MemoryEstimate:
     """Memory of a search step on the CPU, float32, for a `Supernet(space, input_shape, n_classes,
-    recompute_cells=recompute_cells)`; takes a few seconds at the paper's configuration."""
+    recompute_cells=recompute_cells)`, measured; takes seconds at the paper's configuration."""
     net = Supernet(space, input_shape, n_classes).train()
     fixed, per_sample = _activation_bytes(net, space, n_classes, recompute_cells)
-    activation = ACTIVATION_MARGIN * (fixed + per_sample * batch_size)
     weight_bytes = sum(p.numel() * p.element_size() for p in net.weights())
     alpha_bytes = sum(a.numel() * a.element_size() for a in net.alphas())
-    second = SECOND_ORDER_COPIES * weight_bytes if second_order else 0
-    parameters = WEIGHT_COPIES * weight_bytes + 4 * alpha_bytes + second  # alphas: value, grad, 2 Adam moments
-    total = parameters + activation
-    n_weights = weight_bytes // 4
-    human = (
-        f"about {total / GB:.1f} GB for batch {batch_size} ({'second' if second_order else 'first'} order): "
-        f"{activation / GB:.1f} GB activations ({ACTIVATION_MARGIN * per_sample / GB:.2f} GB per sample), "
-        f"{parameters / GB:.2f} GB for {n_weights / 1e6:.1f}M weights with gradients and optimiser states"
-    )
-    return MemoryEstimate(
-        parameter_bytes=int(parameters),
-        activation_bytes=int(activation),
-        total_bytes=int(total),
-        human=human,
-        batch_size=batch_size,
-        activation_bytes_per_sample=int(ACTIVATION_MARGIN * per_sample),
-        second_order_bytes=int(second),
-    )
+    return step_memory(weight_bytes, alpha_bytes, fixed, per_sample, batch_size, second_order)
 
 
 def available_memory(device: str | torch.device = "cpu") -> int:
@@ -192,33 +151,3 @@ def release_freed_memory(device: torch.device) -> None:
     configuration, whose live tensors stay under 4.5 GB."""
     if device.type == "cpu" and _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
-
-
-def check_fits(estimate: MemoryEstimate, limit_bytes: int | None, device: str | torch.device = "cpu") -> None:
-    """Raise ResourceError, with concrete ways to fit, if the search needs more than `limit_bytes`
-    (None: what `available_memory(device)` reports now)."""
-    limit = available_memory(device) if limit_bytes is None else limit_bytes
-    if estimate.total_bytes <= limit:
-        return
-    tips = []
-    room = limit - estimate.total_bytes + estimate.activation_bytes  # what activations could use
-    if estimate.activation_bytes_per_sample:
-        largest = math.floor(
-            (room - (estimate.activation_bytes - estimate.activation_bytes_per_sample * estimate.batch_size))
-            / estimate.activation_bytes_per_sample
-        )
-        if 1 <= largest < estimate.batch_size:
-            tips.append(f"batch_size={largest} (fits; activations grow linearly with the batch)")
-    if estimate.second_order_bytes:
-        tips.append(f"second_order=false (saves {estimate.second_order_bytes / GB:.1f} GB of weight copies)")
-    tips += [
-        "partial_channels=4 (only 1/4 of the channels go through the mixed CNN ops)",
-        "Supernet(recompute_cells=2) (the two widest CNN cells recompute their edges in backward, "
-        "for one more forward of them)",
-        "fewer nodes or cnn_cells / seq_cells, or fewer candidate ops (every op runs on every edge)",
-        "a smaller input (features.pool_to)",
-    ]
-    raise ResourceError(
-        f"this search needs about {estimate.total_bytes / GB:.1f} GB but only {limit / GB:.1f} GB is available "
-        f"({estimate.human}); try " + "; ".join(tips)
-    )

@@ -33,6 +33,9 @@ from nas.reporting import TrialState
 
 class SearchStatus(enum.StrEnum):
     QUEUED = "queued"
+    # Claimed and submitted to Ray, which has no node with the resources free now (a GPU node not joined yet,
+    # every GPU busy): Ray starts it when they appear, and it holds no dispatch slot meanwhile.
+    WAITING = "waiting"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -40,6 +43,7 @@ class SearchStatus(enum.StrEnum):
 
 
 FINISHED_SEARCH = (SearchStatus.COMPLETED, SearchStatus.FAILED, SearchStatus.CANCELLED)
+CLAIMED_SEARCH = (SearchStatus.WAITING, SearchStatus.RUNNING)  # held under a lease by a dispatcher
 
 
 class EventKind(enum.StrEnum):
@@ -153,10 +157,13 @@ class Trial(Base):
     metrics: Mapped[dict[str, Any] | None]
     genome: Mapped[dict[str, Any] | None]
     # Copies of the headline metrics as real columns so the dashboard can sort and filter in SQL.
-    # `n_params` is the model's parameter count (`params` already names the trial's parameters).
+    # `n_params` is the model's parameter count (`params` already names the trial's parameters);
+    # `latency_ms` copies the metric `latency_ms_p50`, the median latency of one example.
     ua: Mapped[float | None]
     wa: Mapped[float | None]
     n_params: Mapped[int | None] = mapped_column(BigInteger)
+    macro_f1: Mapped[float | None]
+    latency_ms: Mapped[float | None]
     fold: Mapped[int | None]
     stage: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -178,6 +185,9 @@ class Trial(Base):
         Index(None, "search_id", "ua", "id"),
         Index(None, "search_id", "wa", "id"),
         Index(None, "search_id", "n_params", "id"),
+        Index(None, "search_id", "macro_f1", "id"),
+        Index(None, "search_id", "latency_ms", "id"),
+        Index(None, "search_id", "fold", "id"),  # one fold's trials
     )
 
 

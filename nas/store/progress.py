@@ -174,7 +174,7 @@ def _folds(groups: list[_Group]) -> dict[int, _Fold]:
 
 
 def _elapsed(search: Search, now: datetime) -> float | None:
-    if search.started_at is None or search.status == SearchStatus.QUEUED:
+    if search.started_at is None or search.status in (SearchStatus.QUEUED, SearchStatus.WAITING):
         return None
     end = (search.finished_at or now) if search.status in FINISHED_SEARCH else now
     return (end - search.started_at).total_seconds()

@@ -51,7 +51,7 @@ class DbReporter(Reporter):
         self.flush()  # what was reported before the trial started is shown before it
         return repository.start_trial(self.sessions, self.search_id, key, params, fold=fold, stage=stage)
 
-    def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> None:
+    def report(self, trial_id: int, step: int, metrics: dict[str, Any]) -> None:
         self._add(StepRow(trial_id, step, dict(metrics)))
 
     def finish_trial(
@@ -142,7 +142,7 @@ class DurableSteps(Reporter):
     ) -> int:
         return self.inner.start_trial(key, params, fold=fold, stage=stage)
 
-    def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> None:
+    def report(self, trial_id: int, step: int, metrics: dict[str, Any]) -> None:
         self.inner.report(trial_id, step, metrics)
         now = time.monotonic()
         if now - self._last_write >= self.burst_seconds:

@@ -34,6 +34,7 @@ from nas.errors import ConfigError, SernasError, UnknownNameError
 from nas.reporting import TrialStage, TrialState
 from nas.store.db import to_json, write_session
 from nas.store.models import (
+    CLAIMED_SEARCH,
     FINISHED_SEARCH,
     Artifact,
     Event,
@@ -179,17 +180,56 @@ def claim_next_search(
                 return claimed
 
 
+def mark_waiting(sessions: Sessions, search_id: str, owner: str, why: str) -> bool:
+    """A search `owner` claimed waits for resources that no node has free now (`why`): it is submitted to Ray,
+    which starts it when they appear (`start_waiting`). False: `owner` no longer holds it."""
+    with write_session(sessions) as session:
+        waiting = session.execute(
+            update(Search)
+            .where(Search.id == search_id, Search.status == SearchStatus.RUNNING, Search.lease_owner == owner)
+            .values(status=SearchStatus.WAITING)
+            .execution_options(synchronize_session=False)
+        )
+        if waiting.rowcount != 1:
+            return False
+        session.add(_event(search_id, f"waiting for resources: {why}"))
+        return True
+
+
+def start_waiting(sessions: Sessions, search_id: str, owner: str, now: datetime | None = None) -> bool:
+    """The worker of a waiting search started (Ray found it the resources): the search runs from now.
+    False: it is not `owner`'s waiting search any more (cancelled meanwhile, or its lease was lost)."""
+    now = now or utcnow()
+    with write_session(sessions) as session:
+        started = session.execute(
+            update(Search)
+            .where(
+                Search.id == search_id,
+                Search.status == SearchStatus.WAITING,
+                Search.lease_owner == owner,
+                Search.cancel_requested.is_(False),
+            )
+            .values(status=SearchStatus.RUNNING, started_at=now, heartbeat_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if started.rowcount != 1:
+            return False
+        session.add(_event(search_id, "resources found: running"))
+        return True
+
+
 def renew_lease(
     sessions: Sessions, search_id: str, owner: str, lease_seconds: float, now: datetime | None = None
 ) -> bool:
-    """Extend `owner`'s lease. False means stop: the lease was lost, or a cancel was requested."""
+    """Extend `owner`'s lease (of a running or waiting search). False means stop: the lease was lost, or a
+    cancel was requested."""
     now = now or utcnow()
     with write_session(sessions) as session:
         renewed = session.execute(
             update(Search)
             .where(
                 Search.id == search_id,
-                Search.status == SearchStatus.RUNNING,
+                Search.status.in_(CLAIMED_SEARCH),
                 Search.lease_owner == owner,
                 Search.cancel_requested.is_(False),
             )
@@ -200,7 +240,7 @@ def renew_lease(
 
 
 def requeue_expired(sessions: Sessions, now: datetime | None = None, max_attempts: int | None = None) -> list[str]:
-    """Put running searches whose lease ran out back in the queue; returns their ids.
+    """Put running (or waiting) searches whose lease ran out back in the queue; returns their ids.
 
     A search whose cancel was requested is cancelled instead, and one that has already been
     claimed `max_attempts` times fails (a search that kills its worker must not loop forever).
@@ -210,7 +250,7 @@ def requeue_expired(sessions: Sessions, now: datetime | None = None, max_attempt
     with write_session(sessions) as session:
         expired = session.scalars(
             select(Search)
-            .where(Search.status == SearchStatus.RUNNING, Search.lease_expires_at < now)
+            .where(Search.status.in_(CLAIMED_SEARCH), Search.lease_expires_at < now)
             .with_for_update(skip_locked=True)
         ).all()
         for search in expired:
@@ -231,11 +271,13 @@ def requeue_expired(sessions: Sessions, now: datetime | None = None, max_attempt
 
 
 def request_cancel(sessions: Sessions, search_id: str) -> Search:
-    """Cancel a queued search at once; flag a running one (its runner stops within a lease renewal)."""
+    """Cancel a queued or waiting search at once (nothing of it runs; its dispatcher withdraws a waiting one's
+    Ray task); flag a running one (its runner stops within a lease renewal)."""
     with write_session(sessions) as session:
         search = _locked_search(session, search_id)
-        if search.status == SearchStatus.QUEUED:
+        if search.status in (SearchStatus.QUEUED, SearchStatus.WAITING):
             search.status, search.finished_at = SearchStatus.CANCELLED, utcnow()
+            search.lease_owner = search.lease_expires_at = None
             session.add(_event(search_id, "cancelled before it started"))
         elif search.status == SearchStatus.RUNNING and not search.cancel_requested:
             search.cancel_requested = True
@@ -251,12 +293,12 @@ def mark_finished(
     error: str | None = None,
     owner: str | None = None,
 ) -> bool:
-    """Record the end of a queued or running search. With `owner`, only while that worker holds it
+    """Record the end of a queued, waiting or running search. With `owner`, only while that worker holds it
     (False: the lease was lost and another worker may be running the search now)."""
     if status not in FINISHED_SEARCH:
         raise ValueError(f"a search finishes as one of {[s.value for s in FINISHED_SEARCH]}, not {status!r}")
     with write_session(sessions) as session:
-        where = [Search.id == search_id, Search.status.in_([SearchStatus.QUEUED, SearchStatus.RUNNING])]
+        where = [Search.id == search_id, Search.status.in_([SearchStatus.QUEUED, *CLAIMED_SEARCH])]
         if owner is not None:
             where.append(Search.lease_owner == owner)
         finished = session.execute(
@@ -291,7 +333,7 @@ def mark_finished(
 def resume(sessions: Sessions, search_id: str) -> Search:
     """Queue a failed or cancelled search again; it continues from its checkpoints and finished trials.
 
-    Resuming a search that is already queued or running changes nothing.
+    Resuming a search that is already queued, waiting or running changes nothing.
     """
     with write_session(sessions) as session:
         search = _locked_search(session, search_id)
@@ -480,14 +522,17 @@ def _log_event(row: EventRow) -> Event:
 
 
 def _epoch_event(trial: _TrialLabel, step: StepRow) -> Event:
-    values = ", ".join(f"{k} {v:.4g}" for k, v in _numbers(step.metrics).items())
+    """The `epoch` event of a step: its numbers only (the rest, e.g. the architecture a DARTS epoch derived,
+    stays on the step, so the live feed stays small)."""
+    numbers = _numbers(step.metrics)
+    values = ", ".join(f"{k} {v:.4g}" for k, v in numbers.items())
     return Event(
         search_id=trial.search_id,
         trial_id=trial.id,
         kind=EventKind.EPOCH,
         level=logging.INFO,
         message=f"{trial.key} epoch {step.step}" + (f": {values}" if values else ""),
-        data={"key": trial.key, "fold": trial.fold, "stage": trial.stage, "epoch": step.step, "metrics": step.metrics},
+        data={"key": trial.key, "fold": trial.fold, "stage": trial.stage, "epoch": step.step, "metrics": numbers},
         created_at=step.created_at,
     )
 
@@ -502,8 +547,9 @@ def finish_trial(
 ) -> None:
     """Close a trial with its final metrics, genome JSON and files (checksummed here).
 
-    `ua`, `wa` and the parameter count (`params` in the metrics) are copied into their columns.
-    Finishing a trial again replaces its result and its artifacts of the same names.
+    `ua`, `wa`, `macro_f1`, the parameter count (`params` in the metrics) and the median latency
+    (`latency_ms_p50`) are copied into their columns. Finishing a trial again replaces its result and its
+    artifacts of the same names.
     """
     if state == TrialState.RUNNING:
         raise ValueError("finish_trial needs a final state (complete, pruned or failed)")
@@ -514,6 +560,7 @@ def finish_trial(
             raise NotFoundError(f"no trial with id {trial_id}")
         trial.state, trial.metrics, trial.genome, trial.finished_at = state, metrics, genome, utcnow()
         trial.ua, trial.wa = _finite(metrics.get("ua")), _finite(metrics.get("wa"))
+        trial.macro_f1, trial.latency_ms = _finite(metrics.get("macro_f1")), _finite(metrics.get("latency_ms_p50"))
         n_params = _finite(metrics.get("params"))
         trial.n_params = None if n_params is None else int(n_params)
         _put_artifacts(session, trial.search_id, trial_id, files)
@@ -610,6 +657,8 @@ SORT_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
     "ua": Trial.ua,
     "wa": Trial.wa,
     "n_params": Trial.n_params,
+    "macro_f1": Trial.macro_f1,
+    "latency_ms": Trial.latency_ms,
 }
 SORTS = tuple(f"{sign}{name}" for name in SORT_COLUMNS for sign in ("", "-"))
 
@@ -626,12 +675,14 @@ def list_trials(
     search_id: str,
     state: TrialState | None = None,
     stage: str | None = None,
+    fold: int | None = None,
     min_ua: float | None = None,
     sort: str = "id",
     limit: int = 50,
     cursor: str | None = None,
 ) -> TrialPage:
-    """One page of a search's trials, sorted by `sort` (a SORTS entry; "-" for descending).
+    """One page of a search's trials of `state`, `stage` and `fold` (each when given), sorted by `sort` (a SORTS
+    entry; "-" for descending).
 
     Keyset paging: a page costs the same at trial 100,000 as at trial 1. Trials without a value
     for the sort column (running ones, say) come after all others in either direction; ties are
@@ -648,6 +699,8 @@ def list_trials(
         where.append(Trial.state == state)
     if stage is not None:
         where.append(Trial.stage == stage)
+    if fold is not None:
+        where.append(Trial.fold == fold)
     if min_ua is not None:
         where.append(Trial.ua >= min_ua)
 

@@ -14,13 +14,13 @@ import json
 from pathlib import Path
 from typing import ClassVar
 
-from nas.darts.memory import check_fits, estimate_search_memory
+from nas.darts.footprint import GB, check_fits
 from nas.darts.search import SearchData, search_supernet
 from nas.data.folds import DartsSplit, Fold, darts_split
 from nas.features.scaling import apply_scaler
 from nas.genome import EmoDartsArchitecture, Genome
 from nas.recipe import TrainRecipe
-from nas.reporting import TrialStage, TrialState
+from nas.reporting import STEP_GENOME, TrialStage, TrialState
 from nas.spec import DartsSearch
 from nas.strategies.base import FoldResult, SearchContext, SearchResult, SearchStrategy
 from nas.strategies.protocol import FoldPlan, plan_fold, retrain_and_test, run_folds
@@ -33,16 +33,16 @@ class DartsStrategy(SearchStrategy):
     spec_type: ClassVar[type[DartsSearch]] = DartsSearch
 
     def preflight(self, spec: DartsSearch, n_classes: int, device: str) -> None:
-        """Refuse, before any work, a search whose supernet will not fit in the memory of `device`."""
-        estimate = estimate_search_memory(
-            spec.space,
-            spec.features.output_shape,
-            n_classes,
-            spec.options.batch_size,
-            spec.options.second_order,
-        )
+        """Refuse, before any work, a search whose supernet will not fit in the memory of `device`: the GPU's
+        free memory, or the memory this machine has available now (or `options.memory_limit_gb`)."""
+        from nas.darts.memory import available_memory
+
+        estimate = spec.memory_estimate(n_classes)
         limit = spec.options.memory_limit_gb
-        check_fits(estimate, None if limit is None else int(limit * 2**30), device)
+        if limit is not None:
+            check_fits(estimate, int(limit * GB), "allowed by options.memory_limit_gb")
+        else:
+            check_fits(estimate, available_memory(device), f"available on {device}")
 
     def run(self, ctx: SearchContext) -> SearchResult:
         return run_folds(ctx, lambda fold, fold_dir: _run_fold(ctx, fold, fold_dir))
@@ -98,7 +98,9 @@ def _search(ctx: SearchContext, plan: FoldPlan, split: DartsSplit, fold_dir: Pat
 
     def on_epoch(epoch: int, metrics: dict[str, float], arch: EmoDartsArchitecture) -> None:
         nonlocal written
-        ctx.reporter.report(trial, epoch, metrics)
+        # The epoch's derived cells ride on its step (~700 bytes), so the dashboard can show them evolve.
+        derived_now = {"architecture": arch.model_dump(mode="json"), "flags": arch.flags()}
+        ctx.reporter.report(trial, epoch, metrics | {STEP_GENOME: derived_now})
         if epoch > written:  # resumed searches report their restored epochs again
             with evolution.open("a") as out:  # the architecture as it evolves, one line per epoch
                 out.write(json.dumps({"epoch": epoch, "architecture": arch.model_dump(mode="json")}) + "\n")

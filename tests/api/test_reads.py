@@ -128,6 +128,45 @@ def test_trials_paging_sorting_and_filters(client):
     assert_error(client.get("/searches/nope/trials"), 404)
 
 
+def test_trials_of_one_fold_page_by_f1_and_latency(client):
+    sessions = sessions_of(client)
+    search = queue_search(sessions)
+    stored = {}  # trial id -> (fold, macro_f1, latency) as finished
+    for i in range(24):
+        trial = repo.start_trial(sessions, search, f"t{i}", {}, fold=i % 2, stage="retrain")
+        f1 = None if i % 5 == 0 else round(0.2 + 0.05 * (i % 7), 2)  # ties, and trials without an F1
+        latency = None if i % 4 == 0 else 1.0 + (i % 6) / 4
+        metrics = {"ua": 0.5} | ({} if f1 is None else {"macro_f1": f1})
+        metrics |= {} if latency is None else {"latency_ms_p50": latency}
+        repo.finish_trial(sessions, trial, TrialState.COMPLETE, metrics)
+        stored[trial] = (i % 2, f1, latency)
+
+    def every_page(sort: str, fold: int) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        url: str | None = f"/searches/{search}/trials?sort={sort}&fold={fold}&limit=5"
+        while url:
+            page = client.get(url).json()
+            assert page["total"] == 12
+            seen += page["items"]
+            url = page["links"].get("next")
+        return seen
+
+    def expected(fold: int, column: int, descending: bool) -> list[int]:
+        ids = [t for t, v in stored.items() if v[0] == fold]
+        valued = sorted((t for t in ids if stored[t][column] is not None), key=lambda t: (stored[t][column], t))
+        missing = sorted(t for t in ids if stored[t][column] is None)
+        return valued[::-1] + missing[::-1] if descending else valued + missing
+
+    by_f1 = every_page("-macro_f1", 1)
+    assert [t["id"] for t in by_f1] == expected(1, 1, descending=True)
+    assert [t["macro_f1"] for t in by_f1] == [stored[t["id"]][1] for t in by_f1]
+    by_latency = every_page("latency_ms", 0)
+    assert [t["id"] for t in by_latency] == expected(0, 2, descending=False)
+    assert {t["fold"] for t in by_latency} == {0}
+    assert [t["latency_ms"] for t in by_latency] == [t["metrics"].get("latency_ms_p50") for t in by_latency]
+    assert_error(client.get(f"/searches/{search}/trials", params={"fold": -1}), 422)
+
+
 def test_trial_detail_and_best(client):
     sessions = sessions_of(client)
     search = queue_search(sessions)

@@ -154,7 +154,6 @@ def test_a_dead_database_is_503_whatever_the_rest(client, tmp_path):
     assert (health["status"], health["database"]) == ("degraded", False)
 
 
-@pytest.mark.slow
 def test_health_asks_a_real_local_ray(settings):
     with TestClient(create_service(settings)) as client:
         dispatcher = client.app.state.dispatcher

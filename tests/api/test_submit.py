@@ -189,13 +189,16 @@ def test_paths_outside_the_data_roots_are_forbidden(client, ravdess_root, tmp_pa
     assert_error(client.post("/searches", json=body), 403, "forbidden_path")
 
 
-def test_a_search_too_big_for_memory_is_queued_and_left_to_the_worker(client, ravdess_root):
-    # The memory estimate depends on the device that runs the search: the worker refuses it when it
-    # starts (see tests/workers/test_runner.py), not the controller.
+def test_a_search_above_its_own_memory_limit_is_refused_at_submission(client, ravdess_root):
+    # The estimate is counted from the search's shape (microseconds), so the limit the search sets itself is
+    # checked here; the memory of the device that runs it is checked against the cluster's nodes (see
+    # tests/workers/test_cluster_resources.py) and by the worker against its own GPU or memory.
     body = search_body(ravdess_root, overrides={"options.memory_limit_gb": 0.01})
-    response = client.post("/searches", json=body)
-    assert response.status_code == 201, response.text
-    assert response.json()["spec"]["options"]["memory_limit_gb"] == 0.01
+    error = assert_error(client.post("/searches", json=body), 422, "invalid_config")
+    assert field_locs(error) == [["body", "overrides", "options.memory_limit_gb"]]
+    assert "this search needs about 0.2 GB but only 0.0 GB is allowed" in error["message"]
+    body = search_body(ravdess_root, overrides={"options.memory_limit_gb": 1})
+    assert client.post("/searches", json=body).status_code == 201
 
 
 def test_folds_need_as_many_speakers_as_there_are_folds(client, ravdess_root):

@@ -2,7 +2,9 @@
 on SQLite and on PostgreSQL: the happy path, a SIGKILLed search worker, a killed controller, cancel.
 
 Each test starts `sernas serve` (controller + dispatcher + local Ray) in a subprocess with a
-4-second lease, and submits tiny emoDARTS searches (2 classes, 8 actors, fold 0 of 4).
+4-second lease, and submits tiny emoDARTS searches (2 classes, 8 actors, fold 0 of 4, a few ops per
+edge). The fault tests (a killed worker, a killed controller, cancel and resume) take about a minute
+each and run in `make test` (CI); the README's demo search, with its 30 retraining epochs, is `slow`.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ from tests.e2e import (
 )
 from tests.strategies.conftest import UNSEEN_ACTORS, held_out_files
 
-pytestmark = pytest.mark.slow
-
 SEARCH_KEY, RETRAIN_KEY, FINAL_KEY = "fold-0/search", "fold-0/retrain/emodarts", "final/retrain/emodarts"
 
 
@@ -52,6 +52,7 @@ def _assert_complete_and_unique(server: Server, search_id: str, search_epochs: i
     return trials
 
 
+@pytest.mark.slow
 def test_submit_watch_page_export_rebuild_and_predict(server, ravdess_root, tmp_path, capsys):
     """The search `sernas serve --example` submits (the README's demo), end to end."""
     server.start()

@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from nas.dataset import ExtractionLog
 from nas.errors import SearchCancelled
-from nas.reporting import InMemoryReporter, TrialState
+from nas.reporting import STEP_GENOME, InMemoryReporter, TrialState
 from nas.spec import CorpusSpec, FoldSpec, SpecBase, spec_from_preset
 from nas.store import repository as repo
 from nas.store.models import Event, EventKind, Search, SearchStatus, Trial
@@ -95,6 +95,10 @@ def test_a_real_search_reports_extraction_then_each_trial_and_epoch_once_in_orde
     assert (search.id, search.stage, retrain.stage, final.stage) == (interrupted.id, "search", "retrain", "final")
     steps = {t.id: repo.get_trial(sessions, t.id).steps for t in (search, retrain, final)}
     assert [s.step for s in steps[search.id]] == [1, 2] and all(1 <= len(steps[t.id]) <= 2 for t in (retrain, final))
+    # Each search epoch's step holds the cells derived at that epoch: the last are the search's genome.
+    derived = [s.metrics[STEP_GENOME] for s in steps[search.id]]
+    assert all(d["architecture"]["family"] == "emodarts" for d in derived)
+    assert derived[-1] == {k: repo.get_trial(sessions, search.id).genome[k] for k in ("architecture", "flags")}
     assert (steps[search.id][0].step, steps[search.id][0].metrics, steps[search.id][0].created_at) == before[0]
 
     def epochs(trial: Trial) -> list[tuple[EventKind, int, int | str]]:
@@ -118,9 +122,10 @@ def test_a_real_search_reports_extraction_then_each_trial_and_epoch_once_in_orde
     for event in progress:
         trial = trials[event.trial_id]
         assert (event.data["key"], event.data["fold"], event.data["stage"]) == (trial.key, trial.fold, trial.stage)
-        if event.kind == EventKind.EPOCH:  # the step's own values and the time it was computed
+        if event.kind == EventKind.EPOCH:  # the step's own numbers and the time it was computed
             (step,) = (s for s in steps[trial.id] if s.step == event.data["epoch"])
-            assert (event.data["metrics"], event.created_at) == (step.metrics, step.created_at)
+            numbers = {k: v for k, v in step.metrics.items() if k != STEP_GENOME}
+            assert (event.data["metrics"], event.created_at) == (numbers, step.created_at)
             assert event.message.startswith(f"{trial.key} epoch {step.step}: ")
 
 

@@ -166,16 +166,20 @@ def test_best_trial_and_events(sessions):
 
 @pytest.fixture
 def many_trials(sessions):
-    """A search with 40 trials: ties, missing values, three states, two stages."""
+    """A search with 40 trials: ties, missing values, three states, two stages, three folds."""
     search_id = queue(sessions, 1)[0]
     rng = random.Random(7)
     for i in range(40):
-        trial_id = repo.start_trial(sessions, search_id, f"t{i}", {"i": i}, stage="search" if i % 4 else "retrain")
+        stage = "search" if i % 4 else "retrain"
+        trial_id = repo.start_trial(sessions, search_id, f"t{i}", {"i": i}, fold=i % 3, stage=stage)
         if i % 5 == 0:
             continue  # still running: no metrics
         state = TrialState.PRUNED if i % 7 == 0 else TrialState.COMPLETE
         ua = rng.choice([0.25, 0.5, 0.5, 0.75, None])
+        f1 = rng.choice([0.4, 0.6, 0.6, None])
+        latency = rng.choice([1.5, 2.0, 2.0, 3.25, None])
         metrics = {"wa": rng.random(), "params": rng.randint(1000, 5000)} | ({} if ua is None else {"ua": ua})
+        metrics |= ({} if f1 is None else {"macro_f1": f1}) | ({} if latency is None else {"latency_ms_p50": latency})
         repo.finish_trial(sessions, trial_id, state, metrics)
     with sessions() as session:
         rows = session.scalars(select(Trial).where(Trial.search_id == search_id)).all()
@@ -218,6 +222,33 @@ def test_list_trials_filters(sessions, many_trials):
 
     retrain = repo.list_trials(sessions, search_id, stage="retrain", limit=100)
     assert {t.id for t in retrain.items} == {r.id for r in rows if r.stage == "retrain"}
+
+
+@pytest.mark.parametrize("sort", ["-macro_f1", "latency_ms"])
+def test_list_trials_of_one_fold_pages_by_f1_and_latency(sessions, many_trials, sort):
+    search_id, rows = many_trials
+    fold_1 = [r for r in rows if r.fold == 1 and r.stage == "search"]
+    seen, cursor = [], None
+    while True:
+        page = repo.list_trials(sessions, search_id, stage="search", fold=1, sort=sort, limit=4, cursor=cursor)
+        assert page.total == len(fold_1)
+        seen += [t.id for t in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == _expected(fold_1, sort)
+    assert repo.list_trials(sessions, search_id, fold=3).total == 0
+
+
+def test_f1_and_latency_are_copied_from_the_metrics(sessions):
+    search_id = queue(sessions, 1)[0]
+    trial_id = repo.start_trial(sessions, search_id, "t", {})
+    repo.finish_trial(sessions, trial_id, TrialState.COMPLETE, {"macro_f1": np.float32(0.5), "latency_ms_p50": 2})
+    trial = repo.get_trial(sessions, trial_id)
+    assert (trial.macro_f1, trial.latency_ms) == (0.5, 2.0)
+    repo.finish_trial(sessions, trial_id, TrialState.COMPLETE, {"macro_f1": math.nan, "latency_ms_p50": "fast"})
+    trial = repo.get_trial(sessions, trial_id)
+    assert (trial.macro_f1, trial.latency_ms) == (None, None)
 
 
 def test_list_trials_rejects_bad_requests(sessions, many_trials):

@@ -107,7 +107,8 @@ class ThreadBackend:
 
     A runner that raises `WorkerDied` is reported as crashed, like a Ray worker that was killed:
     nothing was recorded and its heartbeat stopped, so its lease expires. `limits`: the cluster it
-    reports (default: unknown, as when Ray cannot tell).
+    reports (default: unknown, as when Ray cannot tell); a task that no node has free resources for
+    stays pending, as in Ray's queue, until `join` brings a node that has them.
     """
 
     def __init__(self, search_fn: Any = None, limits: NodeLimits | None = None) -> None:
@@ -117,6 +118,7 @@ class ThreadBackend:
         self.cancelled: list[str] = []
         self.results: dict[int, Reaped] = {}
         self.kills: dict[int, threading.Event] = {}
+        self.pending: dict[int, tuple[dict[str, float], Callable[[], None]]] = {}  # ref -> (demand, start)
         self._lock = threading.Lock()
         self._next = 0
 
@@ -150,8 +152,20 @@ class ThreadBackend:
             with self._lock:
                 self.results.setdefault(ref, result)
 
-        threading.Thread(target=run, daemon=True).start()
+        demand = {"GPU": gpus, "CPU": cpus}
+        if self.limits is not None and not self.limits.fits_now(demand):
+            self.pending[ref] = (demand, threading.Thread(target=run, daemon=True).start)
+        else:
+            threading.Thread(target=run, daemon=True).start()
         return ref
+
+    def join(self, limits: NodeLimits) -> None:
+        """A node joined: the cluster is now `limits`, and the pending tasks it has room for start."""
+        self.limits = limits
+        for ref, (demand, start) in list(self.pending.items()):
+            if limits.fits_now(demand):
+                del self.pending[ref]
+                start()
 
     def finished(self, refs: list[int]) -> list[int]:
         with self._lock:
@@ -163,6 +177,7 @@ class ThreadBackend:
 
     def cancel(self, ref: int) -> None:
         with self._lock:
+            self.pending.pop(ref, None)
             self.cancelled.append(str(ref))
             if ref in self.kills:
                 self.kills[ref].set()

@@ -20,13 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 from nas.store import repository as repo
 from nas.store.models import SearchStatus
 from tests.workers import tiny_spec
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 # Ray's single-machine mode (every node and driver binds 127.0.0.1), with token authentication on

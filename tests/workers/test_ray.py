@@ -18,8 +18,6 @@ from tests.workers import fake_search, tiny_spec
 from workers.dispatcher import Dispatcher
 from workers.ray_backend import RayBackend
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def ray_cluster():
@@ -28,6 +26,7 @@ def ray_cluster():
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only (if not imported yet)
     import ray
 
+    ray.shutdown()  # the local Ray an earlier in-process search started (e.g. hyperband's), which has no GPU
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="warning")
     yield
     ray.shutdown()
@@ -137,10 +136,10 @@ def test_a_search_waiting_for_a_busy_gpu_keeps_its_lease_and_can_be_cancelled(ra
     dispatcher = Dispatcher(settings, backend=RayBackend(), search_fn=slow, cancel_grace=1.0).start()
     try:
         _wait(lambda: _worker_pids(sessions, busy) != [])  # it holds the cluster's only GPU
-        _wait(lambda: repo.get_search(sessions, waiting).status == SearchStatus.RUNNING)
+        _wait(lambda: repo.get_search(sessions, waiting).status == SearchStatus.WAITING)  # the GPU exists, busy
         time.sleep(3.5)  # several leases: the dispatcher renews while Ray waits for the GPU to be free
         search = repo.get_search(sessions, waiting)
-        assert (search.status, search.attempts) == (SearchStatus.RUNNING, 1)
+        assert (search.status, search.attempts) == (SearchStatus.WAITING, 1)
         assert _worker_pids(sessions, waiting) == []
         for search_id in (waiting, busy):
             repo.request_cancel(sessions, search_id)

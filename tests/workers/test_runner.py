@@ -97,7 +97,8 @@ def test_a_config_error_keeps_its_own_message(db_url, sessions, tmp_path):
 
 
 def test_a_search_too_big_for_memory_fails_fast_when_the_worker_starts_it(db_url, sessions, tmp_path, ravdess_root):
-    """The controller no longer estimates memory: the real runner's preflight refuses, before any audio."""
+    """A search that reached the queue without the controller's check (straight into the database, or queued
+    before the cluster was known): the real runner's preflight refuses it, before any audio."""
     from nas.spec import CorpusSpec, spec_from_preset
 
     spec = spec_from_preset(

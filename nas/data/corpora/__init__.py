@@ -29,11 +29,17 @@ class Corpus:
     `excluded` counts entries a corpus itself marks as unusable and that are left out on
     purpose (IEMOCAP's `xxx`, "no agreement between annotators"): listing thousands of them
     as problems would bury the real ones, but the count still belongs in the report.
+
+    `sources` are the files whose content (or absence) the listing was read from besides the
+    names in the folder tree: label files, a manifest, a demographics table, including a
+    candidate that was looked for and missing. A reader that opens a file must list it here:
+    `nas.data.listing` reuses a listing only while these files and the folders are unchanged.
     """
 
     utterances: list[Utterance]
     problems: list[FileProblem]
     excluded: dict[str, int] = field(default_factory=dict)
+    sources: list[Path] = field(default_factory=list)
 
 
 class CorpusReader(abc.ABC):

@@ -40,7 +40,8 @@ class CremaDReader(CorpusReader):
     layout = "AudioWAV/1001_DFA_ANG_XX.wav (actor_sentence_emotion_level), VideoDemographics.csv beside it"
 
     def parse(self, root: Path) -> Corpus:
-        genders = _genders(root)
+        tables = [root / DEMOGRAPHICS, root.parent / DEMOGRAPHICS]
+        genders = _genders(tables)
         utterances: list[Utterance] = []
         problems: list[FileProblem] = []
         for path in audio_files(root):
@@ -64,12 +65,12 @@ class CremaDReader(CorpusReader):
                         meta={"sentence": sentence, "level": _LEVELS[level]},
                     )
                 )
-        return Corpus(utterances, problems)
+        return Corpus(utterances, problems, sources=tables)
 
 
-def _genders(root: Path) -> dict[str, str]:
-    """Actor id -> gender from the demographics table, or {} when the corpus ships without it."""
-    table = next((p for p in (root / DEMOGRAPHICS, root.parent / DEMOGRAPHICS) if p.is_file()), None)
+def _genders(tables: list[Path]) -> dict[str, str]:
+    """Actor id -> gender from the first of `tables` that exists, or {} when the corpus ships without one."""
+    table = next((p for p in tables if p.is_file()), None)
     if table is None:
         return {}
     with table.open(newline="", encoding="utf-8-sig") as handle:

@@ -66,7 +66,7 @@ class IemocapReader(CorpusReader):
         label_files = sorted(root.glob("Session*/dialog/EmoEvaluation/*.txt"))
         if not label_files:
             raise DataError(f"{self.name}: no label file found under {root}; expected layout: {self.layout}")
-        corpus = Corpus([], [])
+        corpus = Corpus([], [], sources=label_files)
         excluded: Counter[str] = Counter()
         for label_file in label_files:
             _read_label_file(label_file, corpus, excluded)

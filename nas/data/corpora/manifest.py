@@ -46,7 +46,7 @@ class CsvManifestReader(CorpusReader):
     root_is_file = True
 
     def parse(self, root: Path) -> Corpus:
-        corpus = Corpus([], [])
+        corpus = Corpus([], [], sources=[root])
         first_row: dict[Path, int] = {}
         with root.open(newline="", encoding="utf-8-sig") as handle:
             rows = csv.DictReader(handle)
