@@ -165,7 +165,7 @@ def test_a_search_submitted_from_the_form_is_queued_with_its_overrides(page, liv
     stored = repo.get_search(live.sessions, search_id)
     assert (stored.name, stored.status, stored.strategy) == ("from the form", SearchStatus.QUEUED, "darts")
     assert stored.spec["options"]["search_epochs"] == 3 and stored.spec["corpus"]["classes"] == ["calm", "angry"]
-    assert stored.spec["folds"]["only"] == [0] and stored.spec["corpus"]["root"] == str(ravdess_root)
+    assert stored.spec["folds"]["only"] == [0] and stored.spec["corpus"]["root"] == str(ravdess_root.resolve())
 
     cancel = f"tr[data-search='{search_id}'] button.cancel"
     wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, cancel), "its row")[0].click()
