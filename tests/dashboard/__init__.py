@@ -23,16 +23,11 @@ from nas.reporting import STEP_GENOME, TrialState
 from nas.spec import CorpusSpec, spec_from_preset
 from nas.store import repository as repo
 from nas.store.models import SearchStatus
+from tests.test_genome import EMODARTS_TEXT
 
 Sessions = sessionmaker[Session]
 CLASSES = ("angry", "calm")
-GENOTYPE = """Genotype(
-    normal=[[('sep_conv_3x3', 0), ('dil_conv_5x5', 1)], [('skip_connect', 0), ('sep_conv_5x5', 2)]],
-    normal_concat=range(2, 4),
-    reduce=[[('max_pool_3x3', 0), ('max_pool_3x3', 1)], [('skip_connect', 2), ('avg_pool_3x3', 0)]],
-    reduce_concat=range(2, 4),
-    rnn=[[('lstm_att_1', 0), ('rnn_2', 1)], [('lstm_1', 2), ('skip_connect', 0)]],
-    rnn_concat=range(2, 4))"""
+GENOTYPE = EMODARTS_TEXT  # the emoDARTS code's own printout (tests/test_genome.py)
 # What a supernet derives in its first epochs, before it settles on GENOTYPE: its SeqNN cell is all skip connections.
 EARLY_GENOTYPE = GENOTYPE.replace(
     "('lstm_att_1', 0), ('rnn_2', 1)", "('skip_connect', 0), ('skip_connect', 1)"
