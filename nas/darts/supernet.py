@@ -69,7 +69,10 @@ def weighted_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, weight: torch.Tenso
     the same result, but BN's backward computes the weight's gradient from the input it keeps
     anyway, where a separate product would keep its own copy of the output (~20% of the memory)."""
     assert not bn.affine, "only BNs without affine parameters can take the architecture weight as scale"
-    return batch_norm(bn, x, weight.expand(x.shape[1]))  # (C,) view: the gradient sums over channels
+    # A (C,) copy, not an expanded view: ATen's CPU BN backward reads the weight as a dense (C,) array
+    # on some paths and, given the stride-0 view, returns wrong input gradients (torch 2.13; forward
+    # and weight gradient unaffected). tests/darts/test_equivalence.py checks the gradients.
+    return batch_norm(bn, x, weight.expand(x.shape[1]).contiguous())
 
 
 class CnnMixedOp(nn.Module):
