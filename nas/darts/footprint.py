@@ -99,9 +99,11 @@ def _cnn_cell(
     k = space.partial_channels
     active = c // k
     area = h * w
-    # pre0: ReLU output, then (after a reduction) a shifted copy for the odd grid; the BN input; pre1 alike.
+    # pre0: ReLU output (after a reduction, FactorizedReduce reads its grids: views of it, but for odd sizes
+    # the offset grid is a padded quarter-size copy); the BN input; pre1 alike.
     count.weights += (c_pp + c_p) * c
-    count.per_sample += FLOAT * (c_pp * h0 * w0 * (2 if reduction_prev else 1) + c * area)
+    offset_grid = c_pp * -(-h0 // 2) * -(-w0 // 2) if reduction_prev and (h0 % 2 or w0 % 2) else 0
+    count.per_sample += FLOAT * (c_pp * h0 * w0 + offset_grid + c * area)
     count.per_sample += FLOAT * (c_p * area + c * area)
 
     ops = [op for op in space.cnn_ops if op != "none"]
@@ -111,8 +113,15 @@ def _cnn_cell(
         in_h, in_w = (h, w) if j < 2 else (out_h, out_w)
         to_h, to_w = (-(-in_h // 2), -(-in_w // 2)) if stride == 2 else (in_h, in_w)
         state, relu, out = c * in_h * in_w, active * in_h * in_w, active * to_h * to_w
-        # Once per state: the ReLU of its active channels, the pools (BN input and output; max pool's indices).
+        # Once per state: the ReLU of its active channels and its polyphase split (nas.ops.cnn.Polyphase: with
+        # stride 1 the four components stacked, a copy; with stride 2 the grids, views of the ReLU but for the
+        # padded offset grid of odd sizes), the pools (BN input and output; max pool's indices).
         shared = FLOAT * relu
+        dilated = any(op.startswith("dil_conv") for op in ops)
+        if stride == 1 and dilated:
+            shared += FLOAT * active * -(-in_h // 2) * -(-in_w // 2) * 4
+        elif stride == 2 and (dilated or "skip_connect" in ops) and (in_h % 2 or in_w % 2):
+            shared += FLOAT * out
         kept_state = stride == 1 and "skip_connect" in ops  # identity: the weighted sum keeps the state
         for pool in ("max_pool_3x3", "avg_pool_3x3"):
             if pool in ops:
@@ -133,9 +142,9 @@ def _cnn_cell(
             elif op == "conv_7x1_1x7":
                 count.weights += edges * 2 * 7 * active * active
                 kept = active * in_h * to_w + out  # the 1x7 conv's output, then the BN input
-            elif op == "skip_connect" and stride == 2:  # FactorizedReduce: a shifted copy, the BN input
+            elif op == "skip_connect" and stride == 2:  # FactorizedReduce: the BN input (its grids are the state's)
                 count.weights += edges * active * active
-                kept = active * in_h * in_w + out
+                kept = out
             else:
                 continue
             if not recompute:

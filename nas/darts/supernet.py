@@ -16,6 +16,8 @@ Where the CNN cells differ from pt.darts, and why (memory and time; same functio
   op with parameters starts with a ReLU, which likewise runs once per state.
 - Each op's architecture weight is its final BN's scale (`weighted_batch_norm`), which saves
   the copy of every op output that a separate product would keep for backward.
+- The dilated convs and FactorizedReduce read the polyphase components of their input
+  (`nas.ops.cnn.Polyphase`); each state is split once for all of them instead of once per op.
 - `Supernet(recompute=...)` / `recompute_cells=...` recompute parts of the forward in backward
   (activation checkpointing) for less memory; BN running statistics are not updated twice.
 - Partial channels (PC-DARTS, K = `partial_channels` > 1): only the first C/K channels of a
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +49,7 @@ from nas.ops.cnn import (
     CNN_OPS,
     DepthwiseSeparable,
     FactorizedReduce,
+    Polyphase,
     ReLUConvBN,
     batch_norm,
     frozen_running_stats,
@@ -92,12 +96,19 @@ class CnnMixedOp(nn.Module):
             bodies.append(nn.Sequential(*layers[1:-1]))
             norms.append(layers[-1])
         self.bodies, self.norms = nn.ModuleList(bodies), nn.ModuleList(norms)
+        # Ops whose first layer reads the polyphase components of the state (dilated convs, FactorizedReduce)
+        self.reads_polyphase = [getattr(body[0], "reads_polyphase", False) for body in self.bodies]
 
-    def forward(self, relu_x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        terms = [
-            weighted_batch_norm(bn, body(relu_x), weights[k])
-            for k, body, bn in zip(self.index, self.bodies, self.norms, strict=True)
-        ]
+    def forward(self, relu_x: torch.Tensor, weights: torch.Tensor, polyphase: Polyphase | None) -> torch.Tensor:
+        """`polyphase`: `Polyphase.split` of `relu_x` for this edge's stride, when an op reads it."""
+        terms = []
+        for k, body, bn, reads in zip(self.index, self.bodies, self.norms, self.reads_polyphase, strict=True):
+            if reads:
+                assert polyphase is not None, "an op of this edge reads the polyphase split of its state"
+                y = body[1:](body[0].forward_polyphase(polyphase))
+            else:
+                y = body(relu_x)
+            terms.append(weighted_batch_norm(bn, y, weights[k]))
         return sum(terms[1:], start=terms[0])
 
 
@@ -121,6 +132,16 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     b, c, h, w = x.shape
     x = x.view(b, groups, c // groups, h, w).transpose(1, 2)  # (B, groups, C / groups, H, W), swapped
     return x.reshape(b, c, h, w)
+
+
+@dataclass(frozen=True)
+class _SharedState:
+    """What the edges leaving one cell state share (`SearchCell._share`)."""
+
+    relu: torch.Tensor  # ReLU of the active channels, the input of every op with parameters
+    polyphase: Polyphase | None  # split of `relu`, for the dilated convs and FactorizedReduce
+    parameter_free: list[torch.Tensor]  # outputs of the ops without parameters
+    bypass: torch.Tensor | None  # PC-DARTS: the channels that skip the ops
 
 
 class SearchCell(nn.Module):
@@ -163,29 +184,36 @@ class SearchCell(nn.Module):
             nn.ModuleDict({n: CNN_OPS[n](self.c_active, s, False) for n in shared[s]}) for s in self.strides
         )
         self.mixed = nn.ModuleList()
+        self.split_strides = set()  # strides whose edges have an op reading the polyphase split of their state
         for i in range(nodes):
             for j in range(i + 2):
                 s = self.strides[j]
                 names = [n for n in ops if n not in shared[s]]
                 self.mixed.append(CnnMixedOp(self.c_active, s, names, [op_names.index(n) for n in names]))
+                if any(self.mixed[-1].reads_polyphase):
+                    self.split_strides.add(s)
         # PC-DARTS bypass of the channels that skip the ops; stride 2 keeps ceil(size / 2) like the ops
         self.bypass = nn.MaxPool2d(2, 2, ceil_mode=True) if reduction else nn.Identity()
         self.recompute = False  # see Supernet
 
-    def _mixed(self, e: int, relu_x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _mixed(self, e: int, relu_x: torch.Tensor, weights: torch.Tensor, polyphase: Polyphase | None) -> torch.Tensor:
         if self.recompute and torch.is_grad_enabled():
-            return checkpoint(self.mixed[e], relu_x, weights, use_reentrant=False, context_fn=_recompute_contexts)
-        return self.mixed[e](relu_x, weights)
+            return checkpoint(
+                self.mixed[e], relu_x, weights, polyphase, use_reentrant=False, context_fn=_recompute_contexts
+            )
+        return self.mixed[e](relu_x, weights, polyphase)
 
-    def _share(self, j: int, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
-        """What every edge leaving state j has in common: the ReLU of its active channels, the
-        outputs of the ops without parameters, and the bypassed channels."""
-        active = x[:, : self.c_active]  # (B, C / K, H, W)
+    def _share(self, j: int, x: torch.Tensor) -> _SharedState:
+        """What every edge leaving state j has in common: the ReLU of its active channels and its
+        polyphase split, the outputs of the ops without parameters, and the bypassed channels."""
+        active = x[:, : self.c_active] if self.partial_channels > 1 else x  # (B, C / K, H, W)
         shared = [op(active) for op in self.shared[j].values()]
         bypass = None
         if self.partial_channels > 1:
             bypass = self.bypass(x[:, self.c_active :]) if self.strides[j] == 2 else x[:, self.c_active :]
-        return F.relu(active), shared, bypass
+        relu_x = F.relu(active)
+        polyphase = Polyphase.split(relu_x, self.strides[j]) if self.strides[j] in self.split_strides else None
+        return _SharedState(relu_x, polyphase, shared, bypass)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         assert weights.shape[0] == len(self.mixed), f"{len(self.mixed)} edges, {weights.shape[0]} weight rows"
@@ -197,13 +225,13 @@ class SearchCell(nn.Module):
                 shared.append(self._share(len(shared), states[len(shared)]))
             terms, bypassed = [], []
             for j in range(i + 2):
-                relu_x, shared_out, bypass = shared[j]
-                if shared_out:
-                    terms.append(_weighted_sum(weights[e], self.shared_index[self.strides[j]], shared_out))
+                state = shared[j]
+                if state.parameter_free:
+                    terms.append(_weighted_sum(weights[e], self.shared_index[self.strides[j]], state.parameter_free))
                 if self.mixed[e].bodies:
-                    terms.append(self._mixed(e, relu_x, weights[e]))
-                if bypass is not None:
-                    bypassed.append(bypass)
+                    terms.append(self._mixed(e, state.relu, weights[e], state.polyphase))
+                if state.bypass is not None:
+                    bypassed.append(state.bypass)
                 e += 1
             node = sum(terms[1:], start=terms[0])  # (B, C / K, H', W')
             if bypassed:

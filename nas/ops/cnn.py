@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -154,34 +155,72 @@ class PoolBN(nn.Sequential):
         super().__init__(pool, BatchNorm2d(c, affine=affine))
 
 
+POLYPHASE = 2  # the dilation of the dilated convs and the stride of the reduction cells
+
+
+@dataclass(frozen=True)
+class Polyphase:
+    """A map (B, C, H, W) split into its 2 x 2 polyphase components, in the form a layer that reads
+    them needs: with stride 2, the even grid (pixels (2i, 2j)) and the offset grid ((2i + 1, 2j + 1)),
+    each ceil(H / 2) x ceil(W / 2), zero-padded at the end for odd sizes; with stride 1, all four
+    components stacked as channels (pixel_unshuffle: (B, 4C, ceil(H / 2), ceil(W / 2))).
+
+    The dilated convs and FactorizedReduce read these. The supernet splits a cell state once for
+    every such op on the edges leaving it (`Polyphase.split` of the state): one strided slice or
+    unshuffle per op would copy the state once per op, and in backward zero-fill a full-size gradient
+    once per op (~15% of a search step at the paper's configuration).
+    """
+
+    shape: torch.Size  # of the map that was split
+    grids: tuple[torch.Tensor, torch.Tensor] | None  # stride 2: (even grid, offset grid)
+    stacked: torch.Tensor | None  # stride 1
+
+    @classmethod
+    def split(cls, x: torch.Tensor, stride: int) -> Polyphase:
+        assert stride in (1, POLYPHASE), f"a polyphase split serves stride 1 or {POLYPHASE}, not {stride}"
+        _, _, h, w = x.shape
+        pad = (0, w % POLYPHASE, 0, h % POLYPHASE)  # to whole components with zeros, as the convs pad anyway
+        if stride == 1:
+            padded = F.pad(x, pad) if any(pad) else x
+            return cls(x.shape, None, F.pixel_unshuffle(padded, POLYPHASE))  # channel c * 4 + phase
+        even = x[:, :, ::POLYPHASE, ::POLYPHASE]  # ceil(H / 2) x ceil(W / 2) already
+        offset = x[:, :, 1::POLYPHASE, 1::POLYPHASE]  # floor(H / 2) x floor(W / 2)
+        return cls(x.shape, (even, F.pad(offset, pad) if any(pad) else offset), None)
+
+
 class DepthwiseConv(nn.Conv2d):
     """Depthwise conv, "same" padding; dilated ones run as an undilated conv on polyphase components.
 
-    Same parameters and outputs as nn.Conv2d(c, c, k, stride, d * (k - 1) // 2, dilation=d, groups=c),
+    Same parameters and outputs as nn.Conv2d(c, c, k, stride, (k - 1), dilation=2, groups=c),
     but oneDNN (the CPU backend) has fast kernels only for undilated depthwise convs: dilated ones
     fall back to a gemm path whose backward is 3-10x slower than the whole rest of the op. A conv
-    with dilation d reads the d x d polyphase components of its input separately, so with stride d
-    it is an undilated conv of component (0, 0), and with stride 1 one of all d^2 components
-    stacked as channels (pixel_unshuffle) and interleaved back (pixel_shuffle).
+    with dilation 2 reads the 2 x 2 polyphase components of its input separately, so with stride 2
+    it is an undilated conv of the even grid, and with stride 1 one of all four components stacked
+    as channels, interleaved back with pixel_shuffle (`Polyphase`).
     """
 
     def __init__(self, c: int, kernel: int, stride: int, dilation: int) -> None:
-        assert dilation == 1 or stride in (1, dilation), f"dilated: stride {stride} must be 1 or {dilation}"
+        assert dilation in (1, POLYPHASE), f"dilation must be 1 or {POLYPHASE}, got {dilation}"
         padding = dilation * (kernel - 1) // 2  # "same" padding: stride 2 gives ceil(H / 2)
         super().__init__(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False)
+        self.reads_polyphase = dilation > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.dilation[0]
-        if d == 1:
+        if not self.reads_polyphase:
             return super().forward(x)
+        return self.forward_polyphase(Polyphase.split(x, self.stride[0]))
+
+    def forward_polyphase(self, x: Polyphase) -> torch.Tensor:
         p = (self.kernel_size[0] - 1) // 2  # the undilated conv's "same" padding
-        if self.stride[0] == d:
-            return F.conv2d(x[:, :, ::d, ::d], self.weight, None, 1, p, 1, self.groups)
-        _, c, h, w = x.shape
-        x = F.pad(x, (0, -w % d, 0, -h % d))  # to multiples of d with zeros, as the conv pads anyway
-        phases = F.pixel_unshuffle(x, d)  # (B, C * d^2, H / d, W / d): channel c * d^2 + phase
-        y = F.conv2d(phases, self.weight.repeat_interleave(d * d, dim=0), None, 1, p, 1, c * d * d)
-        return F.pixel_shuffle(y, d)[:, :, :h, :w]  # (B, C * d^2, H / d, W / d) -> (B, C, H, W)
+        if x.grids is not None:
+            assert self.stride[0] == POLYPHASE, "a split for stride 2 serves strided convs"
+            return F.conv2d(x.grids[0], self.weight, None, 1, p, 1, self.groups)
+        assert x.stacked is not None and self.stride[0] == 1, "a split for stride 1 serves convs of stride 1"
+        c, phases = self.groups, POLYPHASE * POLYPHASE
+        y = F.conv2d(x.stacked, self.weight.repeat_interleave(phases, dim=0), None, 1, p, 1, c * phases)
+        _, _, h, w = x.shape
+        y = F.pixel_shuffle(y, POLYPHASE)  # (B, 4C, H / 2, W / 2) -> (B, C, H, W), padded sizes
+        return y if y.shape[-2:] == (h, w) else y[:, :, :h, :w]
 
 
 class DepthwiseSeparable(nn.Module):
@@ -198,14 +237,21 @@ class DepthwiseSeparable(nn.Module):
         self.depthwise = DepthwiseConv(c_in, kernel, stride, dilation)
         self.pointwise = nn.Conv2d(c_in, c_out, 1, bias=False)
         self.recompute = False
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
+        self.reads_polyphase = self.depthwise.reads_polyphase
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(self.depthwise, x)
+
+    def forward_polyphase(self, x: Polyphase) -> torch.Tensor:
+        return self._run(self.depthwise.forward_polyphase, x)
+
+    def _run(self, depthwise: Callable[[Any], torch.Tensor], x: torch.Tensor | Polyphase) -> torch.Tensor:
+        def separable(x: torch.Tensor | Polyphase) -> torch.Tensor:
+            return self.pointwise(depthwise(x))
+
         if self.recompute and torch.is_grad_enabled():
-            return checkpoint(self._forward, x, use_reentrant=False)
-        return self._forward(x)
+            return checkpoint(separable, x, use_reentrant=False)
+        return separable(x)
 
 
 def _separable(c_in: int, c_out: int, kernel: int, stride: int, dilation: int, affine: bool) -> list[nn.Module]:
@@ -253,10 +299,12 @@ class _OffsetGridConvs(nn.Module):
     """Two 1x1 convs, on the even pixel grid and on the grid offset by one pixel, concatenated.
 
     The offset grid is padded by one row and column at the end, so both halves have
-    ceil(H / 2) x ceil(W / 2) positions for odd sizes as well. The grids are sliced out and
-    convolved with stride 1: oneDNN's strided 1x1 conv corrupts the heap in its backward pass
-    for fewer than 8 channels (torch 2.13, AVX2), which partial channels produce.
+    ceil(H / 2) x ceil(W / 2) positions for odd sizes as well (`Polyphase`). The grids are sliced
+    out and convolved with stride 1: oneDNN's strided 1x1 conv corrupts the heap in its backward
+    pass for fewer than 8 channels (torch 2.13, AVX2), which partial channels produce.
     """
+
+    reads_polyphase = True
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
@@ -265,8 +313,12 @@ class _OffsetGridConvs(nn.Module):
         self.odd = nn.Conv2d(c_in, c_out - c_out // 2, 1, bias=False)  # odd c_out: one more here
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))  # (B, C, H, W), pixel (i, j) = x(i + 1, j + 1)
-        return torch.cat([self.even(x[:, :, ::2, ::2]), self.odd(shifted[:, :, ::2, ::2])], dim=1)
+        return self.forward_polyphase(Polyphase.split(x, POLYPHASE))
+
+    def forward_polyphase(self, x: Polyphase) -> torch.Tensor:
+        assert x.grids is not None, "FactorizedReduce reads a split for stride 2"
+        even, offset = x.grids
+        return torch.cat([self.even(even), self.odd(offset)], dim=1)
 
 
 class FactorizedReduce(nn.Sequential):
