@@ -22,7 +22,6 @@ from contextlib import contextmanager
 
 import torch
 
-from nas.darts.memory import release_freed_memory
 from nas.darts.supernet import Supernet
 from search_spaces.darts import DartsOptions
 
@@ -123,7 +122,6 @@ class Architect:
         weights, alphas = list(self.net.weights()), self.net.alphas()
         with _restored(weights):
             grads = torch.autograd.grad(self.net.loss(train_x, train_y), weights, materialize_grads=True)
-            release_freed_memory(train_x.device)  # else each pass's freed holes add to the peak
             with torch.no_grad():  # w <- w': the step w_optim would take from here
                 for w, g in zip(weights, grads, strict=True):
                     step = g.add(w, alpha=self.w_weight_decay)
@@ -135,7 +133,6 @@ class Architect:
             loss = self.net.loss(val_x, val_y)
             grads = torch.autograd.grad(loss, [*alphas, *weights], materialize_grads=True)
             loss = loss.detach()  # drops the graph: what an alphas-only backward leaves in it is still large
-            release_freed_memory(train_x.device)
         dalpha, dw = grads[: len(alphas)], grads[len(alphas) :]
         hessian = self.hessian_vector_product(dw, train_x, train_y)
         return loss, [da - w_lr * h for da, h in zip(dalpha, hessian, strict=True)]
@@ -161,5 +158,4 @@ class Architect:
                     loss = self.net.loss(train_x, train_y)
                 grads.append(torch.autograd.grad(loss, alphas, materialize_grads=True))
                 del loss  # before the next forward: an alphas-only backward leaves much of the graph alive
-                release_freed_memory(train_x.device)
-        return [(plus - minus) / (2 * eps) for plus, minus in zip(*grads, strict=True)]
+            return [(plus - minus) / (2 * eps) for plus, minus in zip(*grads, strict=True)]

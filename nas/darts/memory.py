@@ -13,8 +13,6 @@ a process's peak resident memory.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -128,26 +126,3 @@ def reset_peak_rss() -> int:
 def peak_rss() -> int:
     """Peak resident bytes of this process since `reset_peak_rss()` (or its start)."""
     return _proc_bytes("/proc/self/status", "VmHWM", "resident memory cannot be measured here")
-
-
-def _glibc_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        return None
-
-
-_MALLOC_TRIM = _glibc_malloc_trim()
-
-
-def release_freed_memory(device: torch.device) -> None:
-    """Give the C heap's free pages back to the OS after a pass on the CPU (glibc's `malloc_trim`;
-    nothing on other C libraries, nor for CUDA, whose caching allocator reuses its blocks).
-
-    Why: once glibc's dynamic mmap threshold has risen to its 32 MB cap, the CPU tensors of a
-    pass come from its heaps, and what a backward frees stays resident there. The next pass's
-    tensors do not fit those holes exactly, so a second-order step (four forward/backward passes
-    in a row) doubled its resident peak over the live tensors: 10.4 GB for the CNN-only
-    configuration, whose live tensors stay under 4.5 GB."""
-    if device.type == "cpu" and _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)

@@ -12,7 +12,6 @@ import torch
 from tqdm import tqdm
 
 from nas.darts.architect import Architect
-from nas.darts.memory import release_freed_memory
 from nas.darts.supernet import Supernet
 from nas.errors import SearchCancelled
 from nas.genome import EmoDartsArchitecture
@@ -119,7 +118,6 @@ def weight_step(net: Supernet, w_optim: torch.optim.SGD, x: torch.Tensor, y: tor
     loss.backward()
     torch.nn.utils.clip_grad_norm_(net.weights(), grad_clip)
     w_optim.step()
-    release_freed_memory(x.device)  # the next architecture step's passes would not fit the holes this one leaves
     return loss.item()
 
 
