@@ -158,4 +158,4 @@ class Architect:
                     loss = self.net.loss(train_x, train_y)
                 grads.append(torch.autograd.grad(loss, alphas, materialize_grads=True))
                 del loss  # before the next forward: an alphas-only backward leaves much of the graph alive
-            return [(plus - minus) / (2 * eps) for plus, minus in zip(*grads, strict=True)]
+        return [(plus - minus) / (2 * eps) for plus, minus in zip(*grads, strict=True)]

@@ -237,7 +237,10 @@ class DepthwiseSeparable(nn.Module):
         self.depthwise = DepthwiseConv(c_in, kernel, stride, dilation)
         self.pointwise = nn.Conv2d(c_in, c_out, 1, bias=False)
         self.recompute = False
-        self.reads_polyphase = self.depthwise.reads_polyphase
+
+    @property
+    def reads_polyphase(self) -> bool:
+        return self.depthwise.reads_polyphase
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(self.depthwise, x)
