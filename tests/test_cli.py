@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import zipfile
 from pathlib import Path
 
@@ -35,6 +36,12 @@ def test_tiny_search_exports_a_model_of_every_actor_that_predicts_unseen_ones(tm
     args += ["--folds", "4", "--only-folds", "0", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
     caplog.set_level(logging.INFO, logger="sernas")
     assert main(args + TINY) == 0
+    # Before the first epoch, how long the search will take: 2 epochs of the fold's search batches, one step measured
+    messages = [r.getMessage() for r in caplog.records]
+    estimate = next(i for i, m in enumerate(messages) if m.startswith("supernet search: about "))
+    assert estimate < next(i for i, m in enumerate(messages) if m.startswith("fold-0/search epoch 1: "))
+    steps = int(re.search(r"for (\d+) steps", messages[estimate]).group(1))
+    assert steps % 2 == 0 and steps > 0, messages[estimate]
     # --no-progress: no bars, so a line per epoch of every trial shows the search is alive
     epochs = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
     assert any(m.startswith("fold-0/search epoch 2: ") and "val_ua" in m for m in epochs), epochs
@@ -49,6 +56,9 @@ def test_tiny_search_exports_a_model_of_every_actor_that_predicts_unseen_ones(tm
     genome = json.loads((out / "genome.json").read_text())
     assert genome["classes"] == ["calm", "angry"] and genome["architecture"]["family"] == "emodarts"
     assert (out / "folds" / "fold-0" / "search" / "genomes.jsonl").read_text().count("\n") == 2
+    caplog.clear()
+    assert main(args + TINY) == 0  # the same command again: nothing is left to search, so nothing to estimate
+    assert not [r for r in caplog.records if r.getMessage().startswith("supernet search: about ")]
 
     bundle = tmp_path / "model.zip"
     assert main(["export", str(out), "--to", str(bundle)]) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +49,7 @@ def search_supernet(
     seed_everything(seed)
     input_shape = tuple(data.weights.x.shape[1:])
     net = Supernet(space, input_shape, len(data.classes)).to(device)
-    w_optim = torch.optim.SGD(
-        net.weights(), options.w_lr, momentum=options.w_momentum, weight_decay=options.w_weight_decay
-    )
+    w_optim = _weight_optimizer(net, options)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_optim, options.search_epochs, options.w_lr_min)
     architect = Architect.from_options(net, options)
     rng = np.random.default_rng(seed)
@@ -109,6 +108,35 @@ def search_supernet(
         if on_epoch is not None:
             on_epoch(epoch + 1, *history[-1])  # epochs count from 1, as in nas.train.fit
     return net
+
+
+def measure_step_seconds(
+    space: EmoDartsSpace, options: DartsOptions, input_shape: tuple[int, ...], n_classes: int, *, device: str
+) -> float:
+    """Seconds of one search step (an architecture step, then a weight step) of a fresh supernet on `device`, at
+    `options.batch_size` on random inputs: the second of two steps, as the first also compiles the oneDNN kernels of
+    every conv shape on the CPU (about a minute at the paper's configuration). The random state is left as it was."""
+    cuda = torch.device(device).type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        net = Supernet(space, input_shape, n_classes).to(device)
+        w_optim = _weight_optimizer(net, options)
+        architect = Architect.from_options(net, options)
+        x = torch.randn(options.batch_size, *input_shape, device=device)
+        y = torch.arange(options.batch_size, device=device) % n_classes
+        for _ in range(2):
+            start = time.perf_counter()
+            architect.step(x, y, x, y, options.w_lr, w_optim)
+            weight_step(net, w_optim, x, y, options.w_grad_clip)
+            if cuda:
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+    return seconds
+
+
+def _weight_optimizer(net: Supernet, options: DartsOptions) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        net.weights(), options.w_lr, momentum=options.w_momentum, weight_decay=options.w_weight_decay
+    )
 
 
 def weight_step(net: Supernet, w_optim: torch.optim.SGD, x: torch.Tensor, y: torch.Tensor, grad_clip: float) -> float:

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import ClassVar
 
 from nas.darts.footprint import GB, check_fits
-from nas.darts.search import SearchData, search_supernet
-from nas.data.folds import DartsSplit, Fold, darts_split
+from nas.darts.search import SearchData, measure_step_seconds, search_supernet
+from nas.data.folds import DartsSplit, Fold, darts_split, make_folds
 from nas.features.scaling import apply_scaler
 from nas.genome import EmoDartsArchitecture, Genome
 from nas.recipe import TrainRecipe
 from nas.reporting import STEP_GENOME, TrialStage, TrialState
 from nas.spec import DartsSearch
 from nas.strategies.base import FoldResult, SearchContext, SearchResult, SearchStrategy
-from nas.strategies.protocol import FoldPlan, plan_fold, retrain_and_test, run_folds
+from nas.strategies.protocol import FoldPlan, fold_workdir, plan_fold, retrain_and_test, run_folds
 from nas.train import Examples
 from search_spaces.darts import DartsOptions
 
@@ -45,7 +45,10 @@ class DartsStrategy(SearchStrategy):
             check_fits(estimate, available_memory(device), f"available on {device}")
 
     def run(self, ctx: SearchContext) -> SearchResult:
-        return run_folds(ctx, lambda fold, fold_dir: _run_fold(ctx, fold, fold_dir))
+        assert ctx.data is not None, "emoDARTS reads audio"
+        folds = make_folds(ctx.spec, ctx.data.utterances)
+        _log_duration_estimate(ctx, folds)
+        return run_folds(ctx, lambda fold, fold_dir: _run_fold(ctx, fold, fold_dir), folds)
 
 
 def retrain_recipe(options: DartsOptions) -> TrainRecipe:
@@ -64,15 +67,60 @@ def retrain_recipe(options: DartsOptions) -> TrainRecipe:
     )
 
 
-def _run_fold(ctx: SearchContext, fold: Fold, fold_dir: Path) -> FoldResult:
+def _log_duration_estimate(ctx: SearchContext, folds: list[Fold]) -> None:
+    """Say, before the first epoch, how long the supernet searches still to run will take on this machine (a
+    search of the paper's size runs for days on a CPU): one step is measured, and the epochs a fold's search has
+    already done (one line each in its `genomes.jsonl`) are not counted again."""
     spec: DartsSearch = ctx.spec
-    split = darts_split(
+    options = spec.options
+    steps = 0
+    for fold in folds:
+        search_dir = fold_workdir(ctx, fold) / "search"
+        if (search_dir / "genome.json").exists():
+            continue
+        done = search_dir / "genomes.jsonl"
+        epochs_left = options.search_epochs - (len(done.read_text().splitlines()) if done.exists() else 0)
+        split = _split(ctx, fold)
+        steps += epochs_left * -(-min(len(split.weights), len(split.arch)) // options.batch_size)
+    if steps == 0:
+        return
+    assert ctx.data is not None, "emoDARTS reads audio"
+    seconds = measure_step_seconds(
+        spec.space, options, spec.features.output_shape, len(ctx.data.classes), device=ctx.device
+    )
+    ctx.reporter.log(
+        f"supernet search: about {format_duration(steps * seconds)} on this machine for {steps:,} steps "
+        f"({seconds:.2f} s each, measured on {ctx.device}), then each fold's retraining"
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """`seconds` as a person reads a duration: "45 s", "12 min", "3 h 20 min", "2 d 5 h"."""
+    minutes, hours, days = seconds / 60, seconds / 3600, seconds / 86400
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    if hours < 24:
+        return f"{int(hours)} h {int(minutes % 60)} min"
+    return f"{int(days)} d {int(hours % 24)} h"
+
+
+def _split(ctx: SearchContext, fold: Fold) -> DartsSplit:
+    spec: DartsSearch = ctx.spec
+    assert ctx.data is not None, "emoDARTS reads audio"
+    return darts_split(
         ctx.data.utterances,
         fold.train_indices(ctx.data.utterances),
         spec.seed + fold.index,
         spec.options.search_fraction,
         spec.options.validation_fraction,
     )
+
+
+def _run_fold(ctx: SearchContext, fold: Fold, fold_dir: Path) -> FoldResult:
+    spec: DartsSearch = ctx.spec
+    split = _split(ctx, fold)
     plan = plan_fold(spec, ctx.data, fold, split.train, split.validation)
     genome = _search(ctx, plan, split, fold_dir)
     return retrain_and_test(ctx, plan, genome, fold_dir)

@@ -243,6 +243,11 @@ def retrain_and_test(ctx: SearchContext, plan: FoldPlan, genome: Genome, fold_di
     return FoldResult(fold.index, fold.test_speakers, genome, weights, metrics)
 
 
+def fold_workdir(ctx: SearchContext, fold: Fold) -> Path:
+    """Where a fold's checkpoints and models are kept."""
+    return ctx.workdir / "folds" / f"fold-{fold.index}"
+
+
 def run_folds(
     ctx: SearchContext, run_fold: Callable[[Fold, Path], FoldResult], folds: list[Fold] | None = None
 ) -> SearchResult:
@@ -253,14 +258,14 @@ def run_folds(
         folds = make_folds(ctx.spec, ctx.data.utterances)
     results = []
     for fold in folds:
-        fold_dir = ctx.workdir / "folds" / f"fold-{fold.index}"
-        if (fold_dir / FOLD_DONE).exists():
+        workdir = fold_workdir(ctx, fold)
+        if (workdir / FOLD_DONE).exists():
             ctx.reporter.log(f"fold {fold.index}: already finished, not run again")
-            results.append(_load_fold(fold_dir))
+            results.append(_load_fold(workdir))
             continue
         ctx.reporter.log(f"fold {fold.index}: test speakers {', '.join(fold.test_speakers)}")
-        result = run_fold(fold, fold_dir)
-        (fold_dir / FOLD_DONE).write_text(json.dumps({"fold": fold.index, "test_speakers": fold.test_speakers}))
+        result = run_fold(fold, workdir)
+        (workdir / FOLD_DONE).write_text(json.dumps({"fold": fold.index, "test_speakers": fold.test_speakers}))
         results.append(result)
     best = max(results, key=lambda r: r.metrics[f"val_{ctx.spec.objective}"])
     summary = mean_std([r.metrics for r in results], SUMMARY_KEYS)
