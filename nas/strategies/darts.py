@@ -27,6 +27,8 @@ from nas.strategies.protocol import FoldPlan, fold_workdir, plan_fold, retrain_a
 from nas.train import Examples
 from search_spaces.darts import DartsOptions
 
+LONG_SEARCH_SECONDS = 3600  # beyond this, the estimate also says how to stop, resume or shrink a search
+
 
 class DartsStrategy(SearchStrategy):
     name: ClassVar[str] = "darts"
@@ -88,9 +90,15 @@ def _log_duration_estimate(ctx: SearchContext, folds: list[Fold]) -> None:
     seconds = measure_step_seconds(
         spec.space, options, spec.features.output_shape, len(ctx.data.classes), device=ctx.device
     )
+    hint = (
+        "; it checkpoints every epoch, so a stopped search resumes with the same command, and `sernas presets` "
+        "lists smaller searches"
+        if steps * seconds > LONG_SEARCH_SECONDS
+        else ""
+    )
     ctx.reporter.log(
         f"supernet search: about {format_duration(steps * seconds)} on this machine for {steps:,} steps "
-        f"({seconds:.2f} s each, measured on {ctx.device}), then each fold's retraining"
+        f"({seconds:.2f} s each, measured on {ctx.device}), then each fold's retraining{hint}"
     )
 
 
