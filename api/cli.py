@@ -383,6 +383,7 @@ def submit_body(args: argparse.Namespace) -> dict[str, Any]:
             "overrides": overrides(args),
             "seed": args.seed,
             "device": args.device,
+            "threads": args.threads,
             "gpus": args.gpus,
         }
         if args.strategy:

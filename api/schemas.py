@@ -37,7 +37,7 @@ class ErrorBody(BaseModel):
 # PostgreSQL text columns cannot hold NUL; refuse it up front (422) rather than fail in the INSERT.
 NO_NUL = r"^[^\x00]*$"
 
-SPEC_FIELDS = ("preset", "strategy", "corpus", "overrides", "folds", "seed", "device", "gpus")
+SPEC_FIELDS = ("preset", "strategy", "corpus", "overrides", "folds", "seed", "device", "threads", "gpus")
 
 # `SearchCreate._one_way` in JSON Schema, so that the document says which bodies are valid: a corpus (and
 # no spec), or a spec and none of the fields it already holds. A null counts as absent, as in the validator.
@@ -97,6 +97,9 @@ class SearchCreate(BaseModel):
     folds: FoldSpec | None = None
     seed: int = Field(0, ge=0, lt=2**32)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="torch threads of the search (results are reproducible for one count)"
+    )
     gpus: float = Field(
         0, ge=0, le=1024, description="GPUs reserved for the search (tpe-asha, hyperband: for each trial)"
     )
@@ -108,7 +111,7 @@ class SearchCreate(BaseModel):
         description="a retry with the same key returns the first search (also: the Idempotency-Key header)",
     )
     spec: SearchSpec | None = Field(
-        None, description="a complete SearchSpec instead of preset/corpus/overrides/folds/seed/device/gpus"
+        None, description="a complete SearchSpec instead of preset/corpus/overrides/folds/seed/device/threads/gpus"
     )
 
     @model_validator(mode="after")

@@ -97,6 +97,9 @@ def add_spec_arguments(parser: argparse.ArgumentParser, *, required: bool, data_
     parser.add_argument("--only-folds", type=csv_list, help="run just these fold indices, e.g. 0,1")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads of the search (results are reproducible for one thread count)"
+    )
 
 
 def csv_list(text: str) -> list[str]:
@@ -143,7 +146,9 @@ def build_spec(args: argparse.Namespace) -> SpecBase:
     from search_spaces.presets import default_preset
 
     preset = args.preset or default_preset(args.strategy or "darts")
-    spec = spec_from_preset(preset, corpus, overrides(args), folds=folds, seed=args.seed, device=args.device)
+    spec = spec_from_preset(
+        preset, corpus, overrides(args), folds=folds, seed=args.seed, device=args.device, threads=args.threads
+    )
     if args.strategy is not None and args.strategy != spec.strategy:
         raise ConfigError(
             f"preset {preset!r} is for strategy {spec.strategy!r}, not {args.strategy!r}; "

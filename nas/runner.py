@@ -40,58 +40,60 @@ def run_search(
     finished fold models a strategy may build on (default: result folders, see nas.trials).
     """
     from nas.features.extract import default_cache_dir
+    from nas.ops.cnn import threads
     from nas.train import numerics, resolve_device
 
-    reporter = reporter or InMemoryReporter()
-    started_with = numerics()  # before any trial sets its own thread count
-    resuming = _check_folder(out, spec, reporter)
-    strategy = get_strategy(spec.strategy)
-    device = resolve_device(spec.device)
+    with threads(spec.threads):  # a pinned count holds for the search only: the caller keeps its own
+        reporter = reporter or InMemoryReporter()
+        started_with = numerics()  # before any trial sets its own thread count (trial_cpus)
+        resuming = _check_folder(out, spec, reporter)
+        strategy = get_strategy(spec.strategy)
+        device = resolve_device(spec.device)
 
-    trials = trials or FolderTrials()
-    data = None
-    if strategy.reads_audio:
-        utterances, problems = select_utterances(spec.corpus, reporter)
-        spec.check_inputs(trials, utterances)  # what the controller checks at submission, for the command line
-        strategy.preflight(spec, len(class_names(utterances, spec.corpus)), device)
-        data = featurise(
-            utterances,
-            problems,
-            spec.corpus,
-            spec.features,
-            reporter,
-            cache_dir or default_cache_dir(),
-            progress,
-            augment=spec.augment,
-            seed=spec.seed,
+        trials = trials or FolderTrials()
+        data = None
+        if strategy.reads_audio:
+            utterances, problems = select_utterances(spec.corpus, reporter)
+            spec.check_inputs(trials, utterances)  # what the controller checks at submission, for the command line
+            strategy.preflight(spec, len(class_names(utterances, spec.corpus)), device)
+            data = featurise(
+                utterances,
+                problems,
+                spec.corpus,
+                spec.features,
+                reporter,
+                cache_dir or default_cache_dir(),
+                progress,
+                augment=spec.augment,
+                seed=spec.seed,
+            )
+            reporter.log(
+                f"{len(data.utterances)} utterances, {len(data.classes)} classes ({', '.join(data.classes)}), "
+                f"{len({u.speaker for u in data.utterances})} speakers"
+            )
+        ctx = SearchContext(
+            spec=spec,
+            data=data,
+            reporter=reporter,
+            workdir=out,
+            device=device,
+            is_cancelled=is_cancelled,
+            progress=progress,
+            search_id=search_id,
+            trials=trials,
         )
-        reporter.log(
-            f"{len(data.utterances)} utterances, {len(data.classes)} classes ({', '.join(data.classes)}), "
-            f"{len({u.speaker for u in data.utterances})} speakers"
-        )
-    ctx = SearchContext(
-        spec=spec,
-        data=data,
-        reporter=reporter,
-        workdir=out,
-        device=device,
-        is_cancelled=is_cancelled,
-        progress=progress,
-        search_id=search_id,
-        trials=trials,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SPEC).write_text(spec.model_dump_json(indent=2))
-    try:
-        result = strategy.run(ctx)
-    except BaseException:
-        # A search that failed before leaving any work behind (e.g. on its inputs) leaves no spec either,
-        # so that the corrected command is not refused as "a different search".
-        if not resuming and all(p.name == SPEC for p in out.iterdir()):
-            (out / SPEC).unlink()
-        raise
-    _write_result(out, result, [] if data is None else [str(p) for p in data.problems], started_with)
-    return result
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SPEC).write_text(spec.model_dump_json(indent=2))
+        try:
+            result = strategy.run(ctx)
+        except BaseException:
+            # A search that failed before leaving any work behind (e.g. on its inputs) leaves no spec either,
+            # so that the corrected command is not refused as "a different search".
+            if not resuming and all(p.name == SPEC for p in out.iterdir()):
+                (out / SPEC).unlink()
+            raise
+        _write_result(out, result, [] if data is None else [str(p) for p in data.problems], started_with)
+        return result
 
 
 def _check_folder(out: Path, spec: SpecBase, reporter: Reporter) -> bool:

@@ -101,6 +101,13 @@ class SpecBase(BaseModel):
     folds: FoldSpec = FoldSpec()
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads of the process that runs the search (trials in their own workers use "
+        "the strategy's trial_cpus): the figures are reproducible for one torch build and thread count, not across "
+        "them; None: the machine's or the worker's count, recorded in metrics.json",
+    )
     gpus: float = Field(
         0, ge=0, validate_default=True, description="GPUs reserved for the search (Ray sets CUDA_VISIBLE_DEVICES)"
     )

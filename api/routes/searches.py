@@ -125,7 +125,7 @@ def build_spec(body: SearchCreate) -> tuple[SpecBase, tuple[str, ...]]:
             valid=same,
         )
     assert body.corpus is not None  # SearchCreate guarantees corpus or spec
-    fields: dict[str, Any] = {"seed": body.seed, "device": body.device, "gpus": body.gpus}
+    fields: dict[str, Any] = {"seed": body.seed, "device": body.device, "threads": body.threads, "gpus": body.gpus}
     if body.folds is not None:
         fields["folds"] = body.folds
     try:

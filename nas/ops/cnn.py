@@ -42,8 +42,11 @@ def frozen_running_stats() -> Iterator[None]:
 
 
 @contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Run the block with `n` intra-op threads."""
+def threads(n: int | None) -> Iterator[None]:
+    """Run the block with `n` intra-op threads (None: as many as now)."""
+    if n is None:
+        yield
+        return
     saved = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

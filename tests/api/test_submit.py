@@ -26,12 +26,12 @@ from tests.api import (  # noqa: F401 - the fixtures register by importing them
 
 
 def test_submission_is_queued_with_the_resolved_spec(client, ravdess_root):
-    response = client.post("/searches", json=search_body(ravdess_root, name="first", seed=3))
+    response = client.post("/searches", json=search_body(ravdess_root, name="first", seed=3, threads=2))
     assert response.status_code == 201, response.text
     search = response.json()
     assert response.headers["location"] == f"/searches/{search['id']}"
     assert (search["status"], search["strategy"], search["preset"]) == ("queued", "darts", "emodarts-demo")
-    assert search["spec"]["seed"] == 3 and search["spec"]["folds"]["only"] == [0]
+    assert search["spec"]["seed"] == 3 and search["spec"]["folds"]["only"] == [0] and search["spec"]["threads"] == 2
     assert search["spec"]["corpus"]["root"] == str(ravdess_root.resolve())
     assert search["links"]["trials"] == f"/searches/{search['id']}/trials"
 
@@ -95,6 +95,7 @@ def test_idempotent_retries(client, ravdess_root):
         ({"seed": "abc"}, ["body", "seed"], "integer"),
         ({"seed": -1}, ["body", "seed"], "greater than or equal"),
         ({"gpus": "many"}, ["body", "gpus"], "number"),
+        ({"threads": 0}, ["body", "threads"], "greater than or equal"),
         ({"device": "tpu"}, ["body", "device"], "'auto'"),
         ({"folds": {"n_folds": 1}}, ["body", "folds", "n_folds"], "greater than or equal"),
         ({"corpus": {"name": "ravdess"}}, ["body", "corpus", "root"], "required"),

@@ -72,7 +72,8 @@ def tiny_search(small_corpus: Path, feature_cache: Path, tmp_path_factory: pytes
 def tiny_spec(strategy: str, corpus_root: Path, **overrides: object) -> SpecBase:
     preset, tiny = TINY[strategy]
     corpus = CorpusSpec(name="ravdess", root=corpus_root, classes=tuple(CLASSES.values()))
-    return spec_from_preset(preset, corpus, tiny | overrides, folds=FoldSpec(n_folds=4, only=(0,)), device="cpu")
+    folds = FoldSpec(n_folds=4, only=(0,))
+    return spec_from_preset(preset, corpus, tiny | overrides, folds=folds, device="cpu", threads=1)
 
 
 def cli_args(strategy: str, corpus: Path, out: Path, cache: Path) -> list[str]:
