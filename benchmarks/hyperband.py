@@ -172,7 +172,7 @@ def trial_figures(trials: list[TrialRecord]) -> dict[str, Any]:
 def measured_search(args: argparse.Namespace, overrides: dict[str, Any], folds: FoldSpec, out: Path) -> dict[str, Any]:
     """Run one search into `out`; its result, every trial's figures and the time it took."""
     corpus = CorpusSpec(name="ravdess", root=args.data.resolve())
-    spec = spec_from_preset(args.preset, corpus, overrides, folds=folds)
+    spec = spec_from_preset(args.preset, corpus, overrides, folds=folds, seed=args.seed)
     reporter = InMemoryReporter()
     with TreeCpu() as meter:
         result = run_search(spec, out, reporter=reporter, progress=False)
@@ -193,9 +193,19 @@ def measured_search(args: argparse.Namespace, overrides: dict[str, Any], folds: 
                 "search": trial_figures(search_trials(reporter, fold.fold)),
             }
         )
+    final = result.final
     return {
         "options": spec.options.model_dump(mode="json") | {"n_trials": spec.options.trials()},
+        "seed": spec.seed,
         "summary": result.summary,
+        "export": None
+        if final is None
+        else {
+            "family": final.genome.family,
+            "trained_on": final.metrics["trained_on"],
+            "val_ua": final.metrics["val_ua"],
+            "params": final.metrics["params"],
+        },
         "folds": per_fold,
         "search": trial_figures(search_trials(reporter)),
         "time": meter.figures(),
@@ -286,6 +296,13 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             f"| {f['fold']} | {', '.join(f['test_speakers'])} | {f['family']} | {_fmt(f['search']['best_val_ua'])} | "
             f"{f['test_ua']:.3f} | {f['test_wa']:.3f} | {f['params']:,} |"
         )
+    export = run["export"]
+    if export is not None:
+        trained_on = export["trained_on"]
+        print(
+            f"\nexport (seed {run['seed']}): {export['family']} trained on {trained_on['utterances']} utterances of "
+            f"{len(trained_on['speakers'])} speakers, validation UA {export['val_ua']:.3f}, {export['params']:,} params"
+        )
     print("\nepochs per search trial (where Hyperband stopped it), all folds:")
     print("| epochs trained | trials | share |")
     print("|---:|---:|---:|")
@@ -370,6 +387,9 @@ def main() -> None:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     parser.add_argument("--folds", type=int, nargs="+", default=None, help="quality: these folds (default all 6)")
     parser.add_argument("--versus-folds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the spec's seed (quality, versus): run several for the spread"
+    )
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=JSON")
     parser.add_argument("--latency-warmup", type=int, default=20)
     parser.add_argument("--latency-runs", type=int, default=100)
