@@ -4,7 +4,7 @@ Both are trained and tested on the same speaker-independent folds with the same 
 (nas.strategies.protocol.retrain_and_test); only the genome differs. CPU time is counted
 for the whole DARTS search (search + retraining over all folds).
 
-    .venv/bin/python benchmarks/search_quality.py --out runs/quality [--set options.search_epochs=20 ...]
+    .venv/bin/python benchmarks/search_quality.py --out runs/quality [--seed 1] [--set options.search_epochs=20 ...]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--folds", type=int, default=6)
     parser.add_argument("--only", type=int, nargs="+", metavar="FOLD", help="run these folds only (a quick probe)")
+    parser.add_argument("--seed", type=int, default=0, help="the spec's seed: run several for the seed spread")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "quality")
     args = parser.parse_args()
 
@@ -51,6 +52,7 @@ def main() -> None:
         CorpusSpec(name="ravdess", root=args.data.resolve()),
         overrides,
         folds=FoldSpec(n_folds=args.folds, only=args.only),
+        seed=args.seed,
     )
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     darts = run_search(spec, args.out / "darts", progress=False)
@@ -82,7 +84,9 @@ def main() -> None:
         ("emoDARTS (searched)", darts.summary, [f.metrics["params"] for f in darts.folds]),
         ("CNN + BiLSTM + attention (paper baseline)", base, params),
     ]
-    print(f"\nspec: preset {args.preset}, overrides {overrides}, {args.folds} speaker folds, 8 classes")
+    print(
+        f"\nspec: preset {args.preset}, overrides {overrides}, seed {args.seed}, {args.folds} speaker folds, 8 classes"
+    )
     print(f"DARTS search + retraining: {darts_cpu / 60:.1f} CPU-minutes, {darts_wall / 60:.1f} wall-minutes\n")
     print("| model | test UA (mean ± std) | test WA (mean ± std) | macro-F1 | params (per fold) |")
     print("|---|---|---|---|---|")
