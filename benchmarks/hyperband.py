@@ -47,10 +47,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.baseline import train_baseline
 from benchmarks.machine import cpu_model
 from nas.reporting import InMemoryReporter, TrialRecord, TrialState
 from nas.runner import run_search
-from nas.spec import CorpusSpec, FoldSpec, spec_from_preset
+from nas.spec import CorpusSpec, FoldSpec, HyperbandSearch, spec_from_preset
+from nas.strategies.darts import retrain_recipe
+from nas.strategies.protocol import plan_holdout_fold
+from search_spaces.darts import DartsOptions
 
 REPO = Path(__file__).resolve().parents[1]
 N_FOLDS = 6
@@ -169,10 +173,16 @@ def trial_figures(trials: list[TrialRecord]) -> dict[str, Any]:
     }
 
 
-def measured_search(args: argparse.Namespace, overrides: dict[str, Any], folds: FoldSpec, out: Path) -> dict[str, Any]:
-    """Run one search into `out`; its result, every trial's figures and the time it took."""
+def search_spec(args: argparse.Namespace, overrides: dict[str, Any], folds: FoldSpec) -> HyperbandSearch:
     corpus = CorpusSpec(name="ravdess", root=args.data.resolve())
     spec = spec_from_preset(args.preset, corpus, overrides, folds=folds, seed=args.seed)
+    assert isinstance(spec, HyperbandSearch), f"preset {args.preset} is not a hyperband preset"
+    return spec
+
+
+def measured_search(args: argparse.Namespace, overrides: dict[str, Any], folds: FoldSpec, out: Path) -> dict[str, Any]:
+    """Run one search into `out`; its result, every trial's figures and the time it took."""
+    spec = search_spec(args, overrides, folds)
     reporter = InMemoryReporter()
     with TreeCpu() as meter:
         result = run_search(spec, out, reporter=reporter, progress=False)
@@ -270,6 +280,16 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     """The whole protocol over `args.folds` (default every fold) with the preset's scheduler."""
     folds = FoldSpec(n_folds=N_FOLDS, only=None if args.folds is None else tuple(args.folds))
     run = measured_search(args, args.overrides, folds, args.out / "quality")
+    if args.baseline:
+        spec = search_spec(args, args.overrides, folds)
+        recipe = retrain_recipe(DartsOptions(train_epochs=spec.options.max_epochs))
+        summary, baseline_folds = train_baseline(
+            spec,
+            lambda ctx, fold: plan_holdout_fold(ctx, fold, spec.options.validation_fraction),
+            recipe,
+            args.out / "baseline",
+        )
+        run["baseline"] = {"summary": summary, "test_ua": [f.metrics["ua"] for f in baseline_folds]}
     s, t, search = run["summary"], run["time"], run["search"]
     o = run["options"]
     per_cpu_hour = search["trials"] / (t["cpu_s"] / 3600) if t["cpu_s"] > 0 else None
@@ -295,6 +315,13 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         print(
             f"| {f['fold']} | {', '.join(f['test_speakers'])} | {f['family']} | {_fmt(f['search']['best_val_ua'])} | "
             f"{f['test_ua']:.3f} | {f['test_wa']:.3f} | {f['params']:,} |"
+        )
+    if "baseline" in run:
+        b = run["baseline"]["summary"]
+        print(
+            f"\nbaseline (CNN + BiLSTM + attention, the paper's; same rows, SGD recipe, {o['max_epochs']} epochs): "
+            f"test UA {b['ua_mean']:.3f} ± {b['ua_std']:.3f}, WA {b['wa_mean']:.3f} ± {b['wa_std']:.3f}; per fold "
+            + ", ".join(f"{ua:.3f}" for ua in run["baseline"]["test_ua"])
         )
     export = run["export"]
     if export is not None:

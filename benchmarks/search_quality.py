@@ -4,7 +4,7 @@ Both are trained and tested on the same speaker-independent folds with the same 
 (nas.strategies.protocol.retrain_and_test); only the genome differs. CPU time is counted
 for the whole DARTS search (search + retraining over all folds).
 
-    .venv/bin/python benchmarks/search_quality.py --out runs/quality [--seed 1] [--set options.search_epochs=20 ...]
+    .venv/bin/python -m benchmarks.search_quality --out runs/quality [--seed 1] [--set options.search_epochs=20 ...]
 """
 
 from __future__ import annotations
@@ -15,17 +15,13 @@ import resource
 import time
 from pathlib import Path
 
-from nas.data.folds import darts_split, make_folds
-from nas.dataset import featurise, select_utterances
-from nas.genome import CnnBiLstmAttArchitecture, Genome
-from nas.metrics import mean_std
-from nas.reporting import InMemoryReporter
+from benchmarks.baseline import train_baseline
+from nas.data.folds import Fold
 from nas.runner import run_search
 from nas.spec import CorpusSpec, FoldSpec, spec_from_preset
 from nas.strategies.base import SearchContext
-from nas.strategies.darts import retrain_recipe
-from nas.strategies.protocol import SUMMARY_KEYS, plan_fold, retrain_and_test
-from nas.train import resolve_device
+from nas.strategies.darts import fold_split, retrain_recipe
+from nas.strategies.protocol import FoldPlan, plan_fold
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,6 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 def cpu_seconds() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def darts_plan(ctx: SearchContext, fold: Fold) -> FoldPlan:
+    """The rows emoDARTS retrains a fold's derived genome on (the baseline trains on the same)."""
+    split = fold_split(ctx, fold)
+    return plan_fold(ctx.spec, ctx.data, fold, split.train, split.validation)
 
 
 def main() -> None:
@@ -58,26 +60,7 @@ def main() -> None:
     darts = run_search(spec, args.out / "darts", progress=False)
     darts_cpu, darts_wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
 
-    reporter = InMemoryReporter()
-    utterances, problems = select_utterances(spec.corpus, reporter)
-    data = featurise(utterances, problems, spec.corpus, spec.features, reporter, None, progress=False)
-    ctx = SearchContext(spec, data, reporter, args.out / "baseline", resolve_device(spec.device), progress=False)
-    baseline = Genome(
-        input=spec.features,
-        architecture=CnnBiLstmAttArchitecture(),
-        classes=data.classes,
-        training=retrain_recipe(spec.options),
-    )
-    baseline_folds = []
-    for fold in make_folds(spec, data.utterances):  # the baseline trains on the same rows as the derived genome
-        pool = fold.train_indices(data.utterances)
-        options = spec.options
-        split = darts_split(
-            data.utterances, pool, spec.seed + fold.index, options.search_fraction, options.validation_fraction
-        )
-        plan = plan_fold(spec, data, fold, split.train, split.validation)
-        baseline_folds.append(retrain_and_test(ctx, plan, baseline, ctx.workdir / f"fold-{fold.index}"))
-    base = mean_std([f.metrics for f in baseline_folds], SUMMARY_KEYS)
+    base, baseline_folds = train_baseline(spec, darts_plan, retrain_recipe(spec.options), args.out / "baseline")
     params = [f.metrics["params"] for f in baseline_folds]
 
     rows = [
@@ -94,6 +77,12 @@ def main() -> None:
         print(
             f"| {name} | {s['ua_mean']:.3f} ± {s['ua_std']:.3f} | {s['wa_mean']:.3f} ± {s['wa_std']:.3f} | "
             f"{s['macro_f1_mean']:.3f} | {min(p):,}-{max(p):,} |"
+        )
+    if darts.final is not None:
+        trained_on = darts.final.metrics["trained_on"]
+        print(
+            f"\nexport: the chosen genome trained on {trained_on['utterances']} utterances of "
+            f"{len(trained_on['speakers'])} speakers, validation UA {darts.final.metrics['val_ua']:.3f}"
         )
     print("\nper fold test UA:")
     for d, b in zip(darts.folds, baseline_folds, strict=True):

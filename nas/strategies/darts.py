@@ -82,11 +82,11 @@ def _log_duration_estimate(ctx: SearchContext, folds: list[Fold]) -> None:
             continue
         done = search_dir / "genomes.jsonl"
         epochs_left = options.search_epochs - (len(done.read_text().splitlines()) if done.exists() else 0)
-        split = _split(ctx, fold)
+        split = fold_split(ctx, fold)
         steps += epochs_left * -(-min(len(split.weights), len(split.arch)) // options.batch_size)
     if steps == 0:
         return
-    assert ctx.data is not None, "emoDARTS reads audio"
+    assert ctx.data is not None, "emoDARTS reads audio"  # for mypy: run() checked it
     seconds = measure_step_seconds(
         spec.space, options, spec.features.output_shape, len(ctx.data.classes), device=ctx.device
     )
@@ -114,7 +114,8 @@ def format_duration(seconds: float) -> str:
     return f"{int(days)} d {int(hours % 24)} h"
 
 
-def _split(ctx: SearchContext, fold: Fold) -> DartsSplit:
+def fold_split(ctx: SearchContext, fold: Fold) -> DartsSplit:
+    """The emoDARTS split of a fold's training speakers (search weights / architecture, training, validation)."""
     spec: DartsSearch = ctx.spec
     assert ctx.data is not None, "emoDARTS reads audio"
     return darts_split(
@@ -128,7 +129,7 @@ def _split(ctx: SearchContext, fold: Fold) -> DartsSplit:
 
 def _run_fold(ctx: SearchContext, fold: Fold, fold_dir: Path) -> FoldResult:
     spec: DartsSearch = ctx.spec
-    split = _split(ctx, fold)
+    split = fold_split(ctx, fold)
     plan = plan_fold(spec, ctx.data, fold, split.train, split.validation)
     genome = _search(ctx, plan, split, fold_dir)
     return retrain_and_test(ctx, plan, genome, fold_dir)
