@@ -415,6 +415,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, nargs="+", default=None, help="quality: these folds (default all 6)")
     parser.add_argument("--versus-folds", type=int, nargs="+", default=[0, 1])
     parser.add_argument(
+        "--baseline", action="store_true", help="quality: also the paper's CNN + BiLSTM + attention on the same rows"
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="the spec's seed (quality, versus): run several for the spread"
     )
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=JSON")
