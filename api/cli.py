@@ -383,9 +383,10 @@ def submit_body(args: argparse.Namespace) -> dict[str, Any]:
             "overrides": overrides(args),
             "seed": args.seed,
             "device": args.device,
-            "threads": args.threads,
             "gpus": args.gpus,
         }
+        if args.threads is not None:
+            body["threads"] = args.threads
         if args.strategy:
             body["strategy"] = args.strategy
         if args.folds is not None or args.only_folds:

@@ -77,11 +77,11 @@ def tiny_spec(strategy: str, corpus_root: Path, **overrides: object) -> SpecBase
 
 
 def cli_args(strategy: str, corpus: Path, out: Path, cache: Path) -> list[str]:
-    """`sernas search` arguments of the strategy's tiny spec (fold 0 of 4, CPU, no progress bars)."""
+    """`sernas search` arguments of the strategy's tiny spec (fold 0 of 4, CPU, 1 thread, no progress bars)."""
     preset, overrides = TINY[strategy]
     args = ["search", "--strategy", strategy, "--preset", preset, "--corpus", "ravdess", "--data", str(corpus)]
     args += ["--classes", ",".join(CLASSES.values()), "--folds", "4", "--only-folds", "0", "--device", "cpu"]
-    args += ["--out", str(out), "--cache-dir", str(cache), "--no-progress"]
+    args += ["--out", str(out), "--cache-dir", str(cache), "--threads", "1", "--no-progress"]
     for key, value in overrides.items():
         args += ["--set", f"{key}={json.dumps(value)}"]
     return args

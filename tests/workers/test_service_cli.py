@@ -35,7 +35,7 @@ def test_submit_options_become_the_api_body(tmp_path):
         "submit", "--corpus", "ravdess", "--data", str(tmp_path), "--preset", "emodarts-demo",
         "--classes", "calm,angry", "--speakers", "Actor_01,Actor_02", "--label-map", "excited=happy",
         "--set", "options.search_epochs=2", "--set", "space.cnn_ops=[\"max_pool_3x3\"]",
-        "--folds", "4", "--only-folds", "0,2", "--gpus", "1", "--seed", "7", "--name", "mine",
+        "--folds", "4", "--only-folds", "0,2", "--gpus", "1", "--seed", "7", "--threads", "2", "--name", "mine",
         "--idempotency-key", "k1",
     )  # fmt: skip
     body = cli.submit_body(args)
@@ -53,6 +53,7 @@ def test_submit_options_become_the_api_body(tmp_path):
         "seed": 7,
         "device": "auto",
         "gpus": 1.0,
+        "threads": 2,
         "folds": {"n_folds": 4, "only": [0, 2]},
         "idempotency_key": "k1",
     }
