@@ -47,14 +47,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.baseline import train_baseline
+from benchmarks.baseline import (
+    add_fold_estimate_arguments,
+    describe_baseline,
+    describe_export,
+    export_figures,
+    holdout_baseline,
+)
 from benchmarks.machine import cpu_model
 from nas.reporting import InMemoryReporter, TrialRecord, TrialState
 from nas.runner import run_search
 from nas.spec import CorpusSpec, FoldSpec, HyperbandSearch, spec_from_preset
-from nas.strategies.darts import retrain_recipe
-from nas.strategies.protocol import plan_holdout_fold
-from search_spaces.darts import DartsOptions
 
 REPO = Path(__file__).resolve().parents[1]
 N_FOLDS = 6
@@ -175,7 +178,7 @@ def trial_figures(trials: list[TrialRecord]) -> dict[str, Any]:
 
 def search_spec(args: argparse.Namespace, overrides: dict[str, Any], folds: FoldSpec) -> HyperbandSearch:
     corpus = CorpusSpec(name="ravdess", root=args.data.resolve())
-    spec = spec_from_preset(args.preset, corpus, overrides, folds=folds, seed=args.seed)
+    spec = spec_from_preset(args.preset, corpus, overrides, folds=folds, seed=args.seed, threads=args.threads)
     assert isinstance(spec, HyperbandSearch), f"preset {args.preset} is not a hyperband preset"
     return spec
 
@@ -203,19 +206,11 @@ def measured_search(args: argparse.Namespace, overrides: dict[str, Any], folds: 
                 "search": trial_figures(search_trials(reporter, fold.fold)),
             }
         )
-    final = result.final
     return {
         "options": spec.options.model_dump(mode="json") | {"n_trials": spec.options.trials()},
         "seed": spec.seed,
         "summary": result.summary,
-        "export": None
-        if final is None
-        else {
-            "family": final.genome.family,
-            "trained_on": final.metrics["trained_on"],
-            "val_ua": final.metrics["val_ua"],
-            "params": final.metrics["params"],
-        },
+        "export": export_figures(result.final),
         "folds": per_fold,
         "search": trial_figures(search_trials(reporter)),
         "time": meter.figures(),
@@ -282,14 +277,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     run = measured_search(args, args.overrides, folds, args.out / "quality")
     if args.baseline:
         spec = search_spec(args, args.overrides, folds)
-        recipe = retrain_recipe(DartsOptions(train_epochs=spec.options.max_epochs))
-        summary, baseline_folds = train_baseline(
-            spec,
-            lambda ctx, fold: plan_holdout_fold(ctx, fold, spec.options.validation_fraction),
-            recipe,
-            args.out / "baseline",
-        )
-        run["baseline"] = {"summary": summary, "test_ua": [f.metrics["ua"] for f in baseline_folds]}
+        o = spec.options
+        run["baseline"] = holdout_baseline(spec, o.validation_fraction, o.max_epochs, args.out / "baseline")
     s, t, search = run["summary"], run["time"], run["search"]
     o = run["options"]
     per_cpu_hour = search["trials"] / (t["cpu_s"] / 3600) if t["cpu_s"] > 0 else None
@@ -317,19 +306,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             f"{f['test_ua']:.3f} | {f['test_wa']:.3f} | {f['params']:,} |"
         )
     if "baseline" in run:
-        b = run["baseline"]["summary"]
-        print(
-            f"\nbaseline (CNN + BiLSTM + attention, the paper's; same rows, SGD recipe, {o['max_epochs']} epochs): "
-            f"test UA {b['ua_mean']:.3f} ± {b['ua_std']:.3f}, WA {b['wa_mean']:.3f} ± {b['wa_std']:.3f}; per fold "
-            + ", ".join(f"{ua:.3f}" for ua in run["baseline"]["test_ua"])
-        )
-    export = run["export"]
-    if export is not None:
-        trained_on = export["trained_on"]
-        print(
-            f"\nexport (seed {run['seed']}): {export['family']} trained on {trained_on['utterances']} utterances of "
-            f"{len(trained_on['speakers'])} speakers, validation UA {export['val_ua']:.3f}, {export['params']:,} params"
-        )
+        print("\n" + describe_baseline(run["baseline"], o["max_epochs"]))
+    print("\n" + describe_export(run["export"], run["seed"]))
     print("\nepochs per search trial (where Hyperband stopped it), all folds:")
     print("| epochs trained | trials | share |")
     print("|---:|---:|---:|")
@@ -414,12 +392,7 @@ def main() -> None:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     parser.add_argument("--folds", type=int, nargs="+", default=None, help="quality: these folds (default all 6)")
     parser.add_argument("--versus-folds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument(
-        "--baseline", action="store_true", help="quality: also the paper's CNN + BiLSTM + attention on the same rows"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="the spec's seed (quality, versus): run several for the spread"
-    )
+    add_fold_estimate_arguments(parser)
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=JSON")
     parser.add_argument("--latency-warmup", type=int, default=20)
     parser.add_argument("--latency-runs", type=int, default=100)

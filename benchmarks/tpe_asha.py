@@ -8,6 +8,7 @@
    score per fold (pruning should save epochs at equal or better best validation UA), trials per CPU-hour.
 
     .venv/bin/python -m benchmarks.tpe_asha --out runs/tpe-asha [--set options.n_trials=6]
+    .venv/bin/python -m benchmarks.tpe_asha --parts quality --baseline --seed 1 --threads 1   # one seed of several
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from typing import Any
 
 import optuna
 
+from benchmarks.baseline import (
+    add_fold_estimate_arguments,
+    describe_baseline,
+    describe_export,
+    export_figures,
+    holdout_baseline,
+)
 from benchmarks.machine import cpu_model
 from nas.reporting import InMemoryReporter
 from nas.runner import run_search
@@ -29,6 +37,7 @@ from nas.spec import CorpusSpec, FoldSpec, spec_from_preset
 from nas.strategies.tpe_asha import STUDY_FILE
 
 REPO = Path(__file__).resolve().parents[1]
+PARTS = ("quality", "pruning")
 
 
 def cpu_seconds() -> float:
@@ -58,25 +67,41 @@ def study_figures(out: Path, folds: list[int] | None = None) -> dict[str, Any]:
     return figures
 
 
+def search_spec(args: argparse.Namespace, corpus: CorpusSpec, overrides: dict[str, Any], folds: FoldSpec) -> Any:
+    return spec_from_preset(args.preset, corpus, overrides, folds=folds, seed=args.seed, threads=args.threads)
+
+
 def quality(args: argparse.Namespace, corpus: CorpusSpec) -> dict[str, Any]:
     """The whole protocol over every fold, with the preset's pruner (successive halving)."""
-    spec = spec_from_preset(args.preset, corpus, args.overrides, folds=FoldSpec(n_folds=args.folds))
+    spec = search_spec(args, corpus, args.overrides, FoldSpec(n_folds=args.folds))
     result, cpu, wall = timed_search(spec, args.out / "quality")
     s = result.summary
-    print(f"\nquality: preset {args.preset} {args.overrides}, {args.folds} speaker folds, 8 classes")
+    print(f"\nquality: preset {args.preset} {args.overrides}, {args.folds} speaker folds, 8 classes, seed {spec.seed}")
     print(f"{cpu / 60:.1f} CPU-minutes, {wall / 60:.1f} wall-minutes")
     print(f"test UA {s['ua_mean']:.3f} ± {s['ua_std']:.3f}, WA {s['wa_mean']:.3f} ± {s['wa_std']:.3f}")
     for fold in result.folds:
         print(f"  fold {fold.fold} ({', '.join(fold.test_speakers)}): test UA {fold.metrics['ua']:.3f}")
-    figures = study_figures(args.out / "quality") | {"cpu_s": cpu, "wall_s": wall}
-    return {"summary": s, "folds": [f.metrics["ua"] for f in result.folds], "studies": figures}
+    run = {
+        "seed": spec.seed,
+        "summary": s,
+        "folds": [f.metrics["ua"] for f in result.folds],
+        "export": export_figures(result.final),
+        "studies": study_figures(args.out / "quality") | {"cpu_s": cpu, "wall_s": wall},
+    }
+    if args.baseline:
+        o = spec.options
+        assert o.max_epochs is not None, "--baseline trains for options.max_epochs: set it (--set options.max_epochs=N)"
+        run["baseline"] = holdout_baseline(spec, o.validation_fraction, o.max_epochs, args.out / "baseline")
+        print(describe_baseline(run["baseline"], o.max_epochs))
+    print(describe_export(run["export"], spec.seed))
+    return run
 
 
 def pruning(args: argparse.Namespace, corpus: CorpusSpec, pruned: dict[str, Any]) -> dict[str, Any]:
     """The same searches of `args.pruning_folds` without a pruner, against the quality run's studies."""
     overrides = args.overrides | {"options.pruner": "none"}
     folds = FoldSpec(n_folds=args.folds, only=tuple(args.pruning_folds))
-    _, cpu, wall = timed_search(spec_from_preset(args.preset, corpus, overrides, folds=folds), args.out / "no-pruner")
+    _, cpu, wall = timed_search(search_spec(args, corpus, overrides, folds), args.out / "no-pruner")
     rows = {
         "successive-halving": study_figures(args.out / "quality", args.pruning_folds),
         "none": study_figures(args.out / "no-pruner") | {"cpu_s": cpu, "wall_s": wall},
@@ -104,16 +129,25 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=6)
     parser.add_argument("--pruning-folds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=JSON")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    add_fold_estimate_arguments(parser)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "tpe-asha")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "tpe_asha.json")
     args = parser.parse_args()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if unknown := sorted(set(parts) - set(PARTS)):
+        parser.error(f"--parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    if "pruning" in parts and "quality" not in parts:
+        parser.error("--parts: pruning compares against the quality run; add quality")
     args.overrides = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.sets)}
     corpus = CorpusSpec(name="ravdess", root=args.data.resolve())
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
-    figures: dict[str, Any] = {"quality": quality(args, corpus)}
-    figures["pruning"] = pruning(args, corpus, figures["quality"])
-    results = REPO / "benchmarks" / "results"
-    results.mkdir(exist_ok=True)
-    (results / "tpe_asha.json").write_text(json.dumps(figures, indent=2))
+    figures: dict[str, Any] = {"machine": cpu_model(), "preset": args.preset, "overrides": args.overrides}
+    figures["quality"] = quality(args, corpus)
+    if "pruning" in parts:
+        figures["pruning"] = pruning(args, corpus, figures["quality"])
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":
