@@ -13,6 +13,7 @@
    probabilities of 6 members over 1,000 to 10,000 rows (8 classes), best of 3 runs of 20 generations.
 
     .venv/bin/python -m benchmarks.genetic_ensemble --out runs/genetic-ensemble [--parts members,ensemble,speed]
+    .venv/bin/python -m benchmarks.genetic_ensemble --parts ensemble --seed 1 --searches DIR DIR   # other members
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ TPE_PRESET = "bigru-mfcc-demo"
 KEYS = ("ua", "wa", "macro_f1")
 
 
-def member_specs(corpus: CorpusSpec) -> dict[str, AnySearch]:
+def member_specs(corpus: CorpusSpec, seed: int) -> dict[str, AnySearch]:
     """One hyperband search per family of the demo preset (its narrow convs and features), and tpe-asha's."""
     folds = FoldSpec(n_folds=N_FOLDS)
     space = get_preset(HYPERBAND_PRESET).sections.space
@@ -55,14 +56,20 @@ def member_specs(corpus: CorpusSpec) -> dict[str, AnySearch]:
             "space.params": {family: {k: d.model_dump(mode="json") for k, d in space.params[family].items()}},
             "space.fixed": {k: v for k, v in space.fixed.items() if k == family},
         }
-        specs[f"hyperband-{family}"] = spec_from_preset(HYPERBAND_PRESET, corpus, overrides, folds=folds)
-    specs["tpe-asha-bigru"] = spec_from_preset(TPE_PRESET, corpus, folds=folds)
+        specs[f"hyperband-{family}"] = spec_from_preset(HYPERBAND_PRESET, corpus, overrides, folds=folds, seed=seed)
+    specs["tpe-asha-bigru"] = spec_from_preset(TPE_PRESET, corpus, folds=folds, seed=seed)
     return specs
 
 
-def run_members(out: Path, corpus: CorpusSpec) -> dict[str, Any]:
+def ensemble_spec(corpus: CorpusSpec, members: list[str], seed: int) -> AnySearch:
+    return spec_from_preset(
+        "genetic-ensemble", corpus, {"space.searches": members}, folds=FoldSpec(n_folds=N_FOLDS), seed=seed
+    )
+
+
+def run_members(out: Path, corpus: CorpusSpec, seed: int) -> dict[str, Any]:
     figures: dict[str, Any] = {}
-    for name, spec in member_specs(corpus).items():
+    for name, spec in member_specs(corpus, seed).items():
         folder = out / "members" / name
         finished = (folder / SPEC).exists() and (folder / "metrics.json").exists()
         start = time.perf_counter()
@@ -77,9 +84,8 @@ def run_members(out: Path, corpus: CorpusSpec) -> dict[str, Any]:
     return figures
 
 
-def run_ensemble(out: Path, corpus: CorpusSpec) -> dict[str, Any]:
-    members = [str(out / "members" / name) for name in member_specs(corpus)]
-    spec = spec_from_preset("genetic-ensemble", corpus, {"space.searches": members}, folds=FoldSpec(n_folds=N_FOLDS))
+def run_ensemble(out: Path, corpus: CorpusSpec, members: list[str], seed: int) -> dict[str, Any]:
+    spec = ensemble_spec(corpus, members, seed)
     start = time.perf_counter()
     result = run_search(spec, out / "ensemble", reporter=InMemoryReporter(), progress=False)
     wall = time.perf_counter() - start
@@ -119,13 +125,12 @@ def run_ensemble(out: Path, corpus: CorpusSpec) -> dict[str, Any]:
         cells = " | ".join(f"{s[f'{prefix}{k}_mean']:.3f} ± {s[f'{prefix}{k}_std']:.3f}" for k in KEYS)
         print(f"| {combiner} | {cells} |")
     print(f"ensemble search: {wall:.1f} s wall")
-    return {"folds": folds, "summary": s, "wall_s": round(wall, 2)}
+    return {"members": members, "seed": seed, "folds": folds, "summary": s, "wall_s": round(wall, 2)}
 
 
-def run_speed(out: Path, corpus: CorpusSpec) -> dict[str, Any]:
+def run_speed(corpus: CorpusSpec, members: list[str], seed: int) -> dict[str, Any]:
     options = GeneticOptions(generations=20, restarts=1)
-    members = [str(out / "members" / name) for name in member_specs(corpus)]
-    spec = spec_from_preset("genetic-ensemble", corpus, {"space.searches": members}, folds=FoldSpec(n_folds=N_FOLDS))
+    spec = ensemble_spec(corpus, members, seed)
     utterances, _ = select_utterances(corpus, InMemoryReporter())
     rows = ensemble_members(spec, FolderTrials(), make_folds(spec, utterances), utterances)[0]
     cases = {f"fold 0 ({rows.val.shape[1]} validation rows, {rows.val.shape[0]} members)": (rows.val, rows.val_labels)}
@@ -149,18 +154,29 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/genetic-ensemble"))
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ravdess")
     parser.add_argument("--parts", default="members,ensemble,speed")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the members and of the ensemble search")
+    parser.add_argument(
+        "--searches",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="ensemble, speed: these finished searches (of --seed) as members, not those of the members part",
+    )
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "genetic_ensemble.json")
     args = parser.parse_args()
     corpus = CorpusSpec(name="ravdess", root=args.data.resolve())
     results: dict[str, Any] = json.loads(args.results.read_text()) if args.results.exists() else {}
     results["machine"] = cpu_model()
+    out = args.out.resolve()
+    searches = args.searches or [out / "members" / name for name in member_specs(corpus, args.seed)]
+    members = [str(search.resolve()) for search in searches]
     for part in args.parts.split(","):
         if part == "members":
-            results["members"] = run_members(args.out.resolve(), corpus)
+            results["members"] = run_members(out, corpus, args.seed)
         elif part == "ensemble":
-            results["ensemble"] = run_ensemble(args.out.resolve(), corpus)
+            results["ensemble"] = run_ensemble(out, corpus, members, args.seed)
         elif part == "speed":
-            results["speed"] = run_speed(args.out.resolve(), corpus)
+            results["speed"] = run_speed(corpus, members, args.seed)
         else:
             raise SystemExit(f"unknown part {part!r}; parts: members, ensemble, speed")
         args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,14 @@ def load_model(bundle: Path) -> tuple[AnyGenome, nn.Module, dict[str, Any]]:
     files = _read_bundle(bundle)
     genome = parse_genome(files[GENOME])
     model = build_any(genome)
-    model.load_state_dict(load_weights(files[WEIGHTS]))
+    loaded = model.load_state_dict(load_weights(files[WEIGHTS]), strict=False)
+    # Bundles saved before temperature scaling (Guo et al., 2017) was fitted hold no temperature: uncalibrated, 1.
+    missing = [k for k in loaded.missing_keys if k.rsplit(".", 1)[-1] != "temperature"]
+    if missing or loaded.unexpected_keys:
+        raise SernasError(
+            f"{bundle}: its weights do not fit its genome (missing {', '.join(missing) or 'none'}; unexpected "
+            f"{', '.join(loaded.unexpected_keys) or 'none'}); export the search's result folder again"
+        )
     model.eval()
     metrics = json.loads(files[METRICS]) if METRICS in files else {}
     return genome, model, metrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from nas.bundle import CARD, GENOME, METRICS, WEIGHTS, load_model, save_model
+from nas.errors import SernasError
 from nas.features.spec import FeatureSpec, Mfcc
 from nas.genome import CnnBiLstmAttArchitecture, Genome
 from nas.reporting import TrialState
@@ -72,6 +74,23 @@ def test_export_a_finished_search(client, settings, tmp_path, monkeypatch):
     genome, model, _ = load_model(bundle)  # rebuilds and loads outside the service
     assert genome.classes == CLASSES and not model.training
     assert list(scratch.iterdir()) == []  # the temporary zip is gone once sent
+
+
+def test_a_bundle_saved_before_temperature_scaling_loads_uncalibrated_and_one_missing_weights_is_refused(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = write_model(tmp_path)
+    state = load_file(weights)
+    save_file({k: v for k, v in state.items() if k != "temperature"}, weights)
+    _, model, _ = load_model(tmp_path)
+    assert float(model.temperature) == 1.0
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items()), "every stored weight is loaded"
+
+    dropped = next(k for k in state if k.endswith(".weight"))
+    save_file({k: v for k, v in state.items() if k != dropped}, weights)
+    with pytest.raises(SernasError, match=f"missing {re.escape(dropped)}"):
+        load_model(tmp_path)
 
 
 def test_export_a_trial(client, settings):
