@@ -137,3 +137,15 @@ class InMemoryReporter(Reporter):
     def log(self, message: str, level: int = logging.INFO) -> None:
         self.messages.append(message)
         super().log(message, level)
+
+
+def format_duration(seconds: float) -> str:
+    """`seconds` as a person reads a duration: "45 s", "12 min", "3 h 20 min", "2 d 5 h"."""
+    minutes, hours, days = seconds / 60, seconds / 3600, seconds / 86400
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    if hours < 24:
+        return f"{int(hours)} h {int(minutes % 60)} min"
+    return f"{int(days)} d {int(hours % 24)} h"

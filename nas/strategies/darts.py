@@ -20,7 +20,7 @@ from nas.data.folds import DartsSplit, Fold, darts_split, make_folds
 from nas.features.scaling import apply_scaler
 from nas.genome import EmoDartsArchitecture, Genome
 from nas.recipe import TrainRecipe
-from nas.reporting import STEP_GENOME, TrialStage, TrialState
+from nas.reporting import STEP_GENOME, TrialStage, TrialState, format_duration
 from nas.spec import DartsSearch
 from nas.strategies.base import FoldResult, SearchContext, SearchResult, SearchStrategy
 from nas.strategies.protocol import FoldPlan, fold_workdir, plan_fold, retrain_and_test, run_folds
@@ -100,18 +100,6 @@ def _log_duration_estimate(ctx: SearchContext, folds: list[Fold]) -> None:
         f"supernet search: about {format_duration(steps * seconds)} on this machine for {steps:,} steps "
         f"({seconds:.2f} s each, measured on {ctx.device}), then each fold's retraining{hint}"
     )
-
-
-def format_duration(seconds: float) -> str:
-    """`seconds` as a person reads a duration: "45 s", "12 min", "3 h 20 min", "2 d 5 h"."""
-    minutes, hours, days = seconds / 60, seconds / 3600, seconds / 86400
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if minutes < 60:
-        return f"{minutes:.0f} min"
-    if hours < 24:
-        return f"{int(hours)} h {int(minutes % 60)} min"
-    return f"{int(days)} d {int(hours % 24)} h"
 
 
 def fold_split(ctx: SearchContext, fold: Fold) -> DartsSplit:

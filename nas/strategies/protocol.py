@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from nas.errors import DataError
 from nas.features.scaling import fit_scaler
 from nas.genome import Genome, Provenance
 from nas.metrics import CALIBRATION_KEYS, classification_report, count_parameters, latency_ms, mean_std
-from nas.reporting import TrialStage, TrialState
+from nas.reporting import TrialStage, TrialState, format_duration
 from nas.robustness import NOISE_KEYS, scores_under_noise
 from nas.strategies.base import FinalModel, FoldResult, SearchContext, SearchResult
 from nas.train import FitResult, TrainConfig, fit, fit_temperature, predict_proba
@@ -257,6 +258,8 @@ def run_folds(
         assert ctx.data is not None, "a strategy that reads no audio names its folds"
         folds = make_folds(ctx.spec, ctx.data.utterances)
     results = []
+    left = sum(not (fold_workdir(ctx, fold) / FOLD_DONE).exists() for fold in folds)
+    durations: list[float] = []
     for fold in folds:
         workdir = fold_workdir(ctx, fold)
         if (workdir / FOLD_DONE).exists():
@@ -264,9 +267,13 @@ def run_folds(
             results.append(_load_fold(workdir))
             continue
         ctx.reporter.log(f"fold {fold.index}: test speakers {', '.join(fold.test_speakers)}")
+        started = time.perf_counter()
         result = run_fold(fold, workdir)
         (workdir / FOLD_DONE).write_text(json.dumps({"fold": fold.index, "test_speakers": fold.test_speakers}))
         results.append(result)
+        durations.append(time.perf_counter() - started)
+        left -= 1
+        ctx.reporter.log(pace(fold.index, durations, left))
     best = max(results, key=lambda r: r.metrics[f"val_{ctx.spec.objective}"])
     summary = mean_std([r.metrics for r in results], SUMMARY_KEYS)
     noise = [r.metrics["noise"] for r in results if "noise" in r.metrics]
@@ -279,6 +286,16 @@ def run_folds(
         genome, agreeing = choose_genome(results, ctx.spec.objective)
         final = train_on_every_speaker(ctx, genome, agreeing, fold_estimate(results, summary))
     return SearchResult(results, best, summary, final=final)
+
+
+def pace(fold: int, durations: list[float], left: int) -> str:
+    """What a finished fold says: how long it took and, at the mean pace of the folds run so far, how long
+    the `left` ones will take (the long searches run for hours, and a fold for minutes to an hour)."""
+    done = f"fold {fold}: finished in {format_duration(durations[-1])}"
+    if left == 0:
+        return f"{done}; no fold left"
+    remaining = format_duration(left * sum(durations) / len(durations))
+    return f"{done}; {left} fold{'s' if left > 1 else ''} left, about {remaining} at this pace"
 
 
 def choose_genome(results: list[FoldResult], objective: str) -> tuple[Genome, list[FoldResult]]:

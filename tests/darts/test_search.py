@@ -10,7 +10,6 @@ import pytest
 from nas.darts.search import SearchData, measure_step_seconds, search_supernet
 from nas.dataset import Examples
 from nas.genome import EmoDartsArchitecture
-from nas.strategies.darts import format_duration
 from search_spaces.darts import DartsOptions, EmoDartsSpace
 from tests.darts import single_thread  # noqa: F401 (autouse fixture)
 
@@ -71,16 +70,3 @@ def test_measuring_a_step_leaves_the_search_it_precedes_unchanged(tmp_path: Path
     seconds = measure_step_seconds(SPACE, OPTIONS, (1, 8, 8), 2, device="cpu")
     assert seconds > 0
     assert torch.equal(torch.get_rng_state(), state), "the estimate consumed random numbers of the search"
-
-
-@pytest.mark.parametrize(
-    ("seconds", "shown"),
-    [
-        (42.4, "42 s"),
-        (12 * 60 + 10, "12 min"),
-        (3 * 3600 + 20 * 60 + 5, "3 h 20 min"),
-        (2 * 86400 + 5.5 * 3600, "2 d 5 h"),
-    ],
-)
-def test_durations_read_as_a_person_would_say_them(seconds: float, shown: str) -> None:
-    assert format_duration(seconds) == shown

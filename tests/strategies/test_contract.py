@@ -7,6 +7,7 @@ genetic-ensemble strategy reads earlier searches' predictions, not audio: tests/
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def test_a_run_reports_trials_and_leaves_a_result_folder(finished):
     assert metrics["summary"]["ua_mean"] == result.summary["ua_mean"] and f"val_{spec.objective}" in metrics
     assert metrics["numerics"]["torch"] == torch.__version__
     assert metrics["numerics"]["intra_op_threads"] == spec.threads == 1, "the spec pins the search's threads"
+    paced = [m for m in reporter.messages if re.fullmatch(r"fold 0: finished in \d+ (s|min); no fold left", m)]
+    assert paced, "a finished fold says how long it took"
 
 
 def test_predictions_are_stored_per_utterance_for_validation_and_test(finished):
