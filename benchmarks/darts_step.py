@@ -51,7 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 from nas.darts.architect import Architect
 from nas.darts.footprint import GB, estimate_search_memory
 from nas.darts.memory import peak_rss, reset_peak_rss
-from nas.darts.search import weight_step
+from nas.darts.search import weight_optimizer, weight_step
 from nas.darts.supernet import Supernet
 from search_spaces.darts import PRESETS, DartsOptions, EmoDartsSpace
 
@@ -117,9 +117,7 @@ def measure(config: str, mode: str, steps: int) -> dict[str, float]:
     cfg = CONFIGS[config]
     options = DartsOptions(second_order=mode == "arch-2nd")
     net = Supernet(cfg.space, cfg.input_shape, N_CLASSES, recompute_cells=cfg.recompute_cells).train()
-    w_optim = torch.optim.SGD(
-        net.weights(), options.w_lr, momentum=options.w_momentum, weight_decay=options.w_weight_decay
-    )
+    w_optim = weight_optimizer(net, options)
     architect = Architect.from_options(net, options)
     x, y, val_x, val_y = batches(cfg)
 

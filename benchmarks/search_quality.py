@@ -16,12 +16,9 @@ import time
 from pathlib import Path
 
 from benchmarks.baseline import train_baseline
-from nas.data.folds import Fold
 from nas.runner import run_search
 from nas.spec import CorpusSpec, FoldSpec, spec_from_preset
-from nas.strategies.base import SearchContext
-from nas.strategies.darts import fold_split, retrain_recipe
-from nas.strategies.protocol import FoldPlan, plan_fold
+from nas.strategies.darts import fold_plan, retrain_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,12 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 def cpu_seconds() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def darts_plan(ctx: SearchContext, fold: Fold) -> FoldPlan:
-    """The rows emoDARTS retrains a fold's derived genome on (the baseline trains on the same)."""
-    split = fold_split(ctx, fold)
-    return plan_fold(ctx.spec, ctx.data, fold, split.train, split.validation)
 
 
 def main() -> None:
@@ -60,7 +51,9 @@ def main() -> None:
     darts = run_search(spec, args.out / "darts", progress=False)
     darts_cpu, darts_wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
 
-    base, baseline_folds = train_baseline(spec, darts_plan, retrain_recipe(spec.options), args.out / "baseline")
+    base, baseline_folds = train_baseline(
+        spec, lambda ctx, fold: fold_plan(ctx, fold)[1], retrain_recipe(spec.options), args.out / "baseline"
+    )
     params = [f.metrics["params"] for f in baseline_folds]
 
     rows = [

@@ -49,7 +49,7 @@ def search_supernet(
     seed_everything(seed)
     input_shape = tuple(data.weights.x.shape[1:])
     net = Supernet(space, input_shape, len(data.classes)).to(device)
-    w_optim = _weight_optimizer(net, options)
+    w_optim = weight_optimizer(net, options)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_optim, options.search_epochs, options.w_lr_min)
     architect = Architect.from_options(net, options)
     rng = np.random.default_rng(seed)
@@ -119,7 +119,7 @@ def measure_step_seconds(
     cuda = torch.device(device).type == "cuda"
     with torch.random.fork_rng(devices=[device] if cuda else []):
         net = Supernet(space, input_shape, n_classes).to(device)
-        w_optim = _weight_optimizer(net, options)
+        w_optim = weight_optimizer(net, options)
         architect = Architect.from_options(net, options)
         x = torch.randn(options.batch_size, *input_shape, device=device)
         y = torch.arange(options.batch_size, device=device) % n_classes
@@ -133,7 +133,8 @@ def measure_step_seconds(
     return seconds
 
 
-def _weight_optimizer(net: Supernet, options: DartsOptions) -> torch.optim.SGD:
+def weight_optimizer(net: Supernet, options: DartsOptions) -> torch.optim.SGD:
+    """SGD on the supernet weights with the search's momentum and weight decay (DARTS' inner problem)."""
     return torch.optim.SGD(
         net.weights(), options.w_lr, momentum=options.w_momentum, weight_decay=options.w_weight_decay
     )

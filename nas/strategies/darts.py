@@ -115,10 +115,14 @@ def fold_split(ctx: SearchContext, fold: Fold) -> DartsSplit:
     )
 
 
-def _run_fold(ctx: SearchContext, fold: Fold, fold_dir: Path) -> FoldResult:
-    spec: DartsSearch = ctx.spec
+def fold_plan(ctx: SearchContext, fold: Fold) -> tuple[DartsSplit, FoldPlan]:
+    """A fold's emoDARTS split and the plan of its retraining rows (training and validation of the split)."""
     split = fold_split(ctx, fold)
-    plan = plan_fold(spec, ctx.data, fold, split.train, split.validation)
+    return split, plan_fold(ctx.spec, ctx.data, fold, split.train, split.validation)
+
+
+def _run_fold(ctx: SearchContext, fold: Fold, fold_dir: Path) -> FoldResult:
+    split, plan = fold_plan(ctx, fold)
     genome = _search(ctx, plan, split, fold_dir)
     return retrain_and_test(ctx, plan, genome, fold_dir)
 
