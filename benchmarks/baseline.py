@@ -15,6 +15,7 @@ from typing import Any
 
 from nas.data.folds import Fold, make_folds
 from nas.dataset import featurise, select_utterances
+from nas.features.spec import FeatureSpec
 from nas.genome import CnnBiLstmAttArchitecture, Genome
 from nas.metrics import mean_std
 from nas.recipe import TrainRecipe
@@ -51,11 +52,14 @@ def train_baseline(
     return mean_std([f.metrics for f in folds], SUMMARY_KEYS), folds
 
 
-def holdout_baseline(spec: SpecBase, validation_fraction: float, epochs: int, out: Path) -> dict[str, Any]:
+def holdout_baseline(
+    spec: SpecBase, validation_fraction: float, epochs: int, out: Path, features: FeatureSpec | None = None
+) -> dict[str, Any]:
     """The baseline on the rows of a search whose trials hold out `validation_fraction` of each fold's training
-    speakers (tpe-asha, hyperband), trained for `epochs`: its summary and each fold's test UA."""
+    speakers (tpe-asha, hyperband), trained for `epochs` on `features` (default: the search's; a map, since the
+    baseline is a 2-D CNN): its summary and each fold's test UA."""
     summary, folds = train_baseline(
-        spec,
+        spec if features is None else spec.model_copy(update={"features": features}),
         lambda ctx, fold: plan_holdout_fold(ctx, fold, validation_fraction),
         retrain_recipe(DartsOptions(train_epochs=epochs)),
         out,

@@ -35,9 +35,11 @@ from nas.reporting import InMemoryReporter
 from nas.runner import run_search
 from nas.spec import CorpusSpec, FoldSpec, spec_from_preset
 from nas.strategies.tpe_asha import STUDY_FILE
+from search_spaces.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("quality", "pruning")
+BASELINE_PRESET = "cnn-families-demo"  # whose log-mel maps the baseline reads (see quality)
 
 
 def cpu_seconds() -> float:
@@ -90,9 +92,13 @@ def quality(args: argparse.Namespace, corpus: CorpusSpec) -> dict[str, Any]:
     }
     if args.baseline:
         o = spec.options
-        assert o.max_epochs is not None, "--baseline trains for options.max_epochs: set it (--set options.max_epochs=N)"
-        run["baseline"] = holdout_baseline(spec, o.validation_fraction, o.max_epochs, args.out / "baseline")
-        print(describe_baseline(run["baseline"], o.max_epochs))
+        # The baseline is a 2-D CNN and tpe-asha's features are frames: it reads the log-mel maps of the hyperband
+        # benchmark's preset for as many epochs, so that at a seed both searches face the very same baseline.
+        features = get_preset(BASELINE_PRESET).sections.features
+        run["baseline"] = holdout_baseline(
+            spec, o.validation_fraction, args.baseline_epochs, args.out / "baseline", features
+        )
+        print(describe_baseline(run["baseline"], args.baseline_epochs))
     print(describe_export(run["export"], spec.seed))
     return run
 
@@ -131,6 +137,9 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=JSON")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     add_fold_estimate_arguments(parser)
+    parser.add_argument(
+        "--baseline-epochs", type=int, default=27, help="the baseline's epochs (27: the hyperband benchmark's R)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "tpe-asha")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "tpe_asha.json")
     args = parser.parse_args()
