@@ -39,7 +39,7 @@ from search_spaces.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("quality", "pruning")
-BASELINE_PRESET = "cnn-families-demo"  # whose log-mel maps the baseline reads (see quality)
+BASELINE_PRESET = "cnn-families-demo"  # whose feature maps the baseline reads (see quality)
 
 
 def cpu_seconds() -> float:
@@ -92,8 +92,8 @@ def quality(args: argparse.Namespace, corpus: CorpusSpec) -> dict[str, Any]:
     }
     if args.baseline:
         o = spec.options
-        # The baseline is a 2-D CNN and tpe-asha's features are frames: it reads the log-mel maps of the hyperband
-        # benchmark's preset for as many epochs, so that at a seed both searches face the very same baseline.
+        # The baseline is a 2-D CNN and tpe-asha's features are frames: it reads the maps (MFCC + mel rows) of the
+        # hyperband benchmark's preset for as many epochs, so that at a seed both searches face the same baseline.
         features = get_preset(BASELINE_PRESET).sections.features
         run["baseline"] = holdout_baseline(
             spec, o.validation_fraction, args.baseline_epochs, args.out / "baseline", features
