@@ -13,7 +13,7 @@ import pytest
 
 from nas.settings import Settings
 from nas.store import repository as repo
-from nas.store.models import SearchStatus
+from nas.store.models import CLAIMED_SEARCH, SearchStatus
 from tests.workers import fake_search, tiny_spec
 from workers.dispatcher import Dispatcher
 from workers.ray_backend import RayBackend
@@ -55,7 +55,8 @@ def _worker_pids(sessions, search_id: str) -> list[int]:
 
 
 def _finished(sessions, search_id: str) -> bool:
-    return repo.get_search(sessions, search_id).status not in (SearchStatus.QUEUED, SearchStatus.RUNNING)
+    """Ended: not queued, nor claimed (waiting for Ray to start it, which takes a while on a loaded machine)."""
+    return repo.get_search(sessions, search_id).status not in (SearchStatus.QUEUED, *CLAIMED_SEARCH)
 
 
 def test_searches_run_in_ray_workers_with_the_gpus_they_reserve(ray_cluster, db_url, sessions, tmp_path):
