@@ -101,9 +101,7 @@ def run_ensemble(out: Path, corpus: CorpusSpec, members: list[str], seed: int) -
                 "uniform": fold.metrics["uniform"]["val_macro_f1"],
                 "best_single": fold.metrics["best_single"]["val_macro_f1"],
             },
-            "weights": {
-                Path(m["name"].rsplit(" fold ", 1)[0]).name: round(m["weight"], 3) for m in fold.metrics["members"]
-            },
+            "weights": {m["name"].rsplit(" fold ", 1)[0]: round(m["weight"], 3) for m in fold.metrics["members"]},
         }
         for fold in result.folds
     ]
