@@ -179,8 +179,10 @@ def _search(ctx: SearchContext, plan: FoldPlan, split: DartsSplit, fold_dir: Pat
     )
     if genome.flags:
         ctx.reporter.log(f"fold {fold.index}: derived genome flagged: {', '.join(genome.flags)}")
-    derived.write_text(genome.model_dump_json(indent=2))
     ctx.reporter.finish_trial(
         trial, TrialState.COMPLETE, {"alphas": net.alpha_weights(), "flags": list(genome.flags)}, genome
     )
+    # Written only once the trial is recorded: a resume that finds this file skips the trial, so a worker
+    # killed between the two must leave the file missing (the resume then derives it again), not the record.
+    derived.write_text(genome.model_dump_json(indent=2))
     return genome

@@ -46,7 +46,7 @@ def _assert_complete_and_unique(server: Server, search_id: str, search_epochs: i
     assert len(keys) == len(set(keys)), f"duplicated trials: {keys}"
     if not FAKE:
         assert sorted(keys) == sorted([SEARCH_KEY, RETRAIN_KEY, FINAL_KEY])
-        assert all(t["state"] == "complete" for t in trials)
+        assert all(t["state"] == "complete" for t in trials), ({t["key"]: t["state"] for t in trials}, server.output())
         search_trial = next(t for t in trials if t["key"] == SEARCH_KEY)
         assert server.steps(search_trial["id"]) == list(range(1, search_epochs + 1))
     return trials

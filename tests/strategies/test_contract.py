@@ -151,6 +151,35 @@ def test_cancel_stops_and_a_resumed_run_finishes_without_duplicates(strategy, sm
     assert result.summary["ua_mean"] > 0 and (out / "metrics.json").is_file()
 
 
+class _Killed(BaseException):
+    """A SIGKILL as the reporter records a trial: no `except Exception` of the run may handle it."""
+
+
+class _KilledAtFirstFinish(InMemoryReporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.killed = False
+
+    def finish_trial(self, trial_id: int, state: TrialState, *args, **kwargs) -> None:
+        if not self.killed:
+            self.killed = True
+            raise _Killed(self.trials[trial_id].key)
+        super().finish_trial(trial_id, state, *args, **kwargs)
+
+
+def test_a_darts_run_killed_as_it_records_a_trial_records_it_when_resumed(small_corpus, feature_cache, tmp_path):
+    """emoDARTS skips a fold's search on resume when its derived genome is on disk, so that file must not
+    outlive a kill before the trial is recorded. (tpe-asha and hyperband resume from Optuna's and Ray Tune's
+    own records: their kill tests are in test_tpe_asha.py and test_hyperband.py.)"""
+    spec, out, reporter = tiny_spec("darts", small_corpus), tmp_path / "run", _KilledAtFirstFinish()
+    with pytest.raises(_Killed) as killed:
+        run_search(spec, out, cache_dir=feature_cache, reporter=reporter, progress=False)
+    run_search(spec, out, cache_dir=feature_cache, reporter=reporter, progress=False)
+    states = {t.key: t.state for t in reporter.trials.values()}
+    assert states[str(killed.value)] != TrialState.RUNNING, states
+    assert TrialState.RUNNING not in states.values(), states
+
+
 def test_a_finished_search_extended_with_more_folds_runs_only_the_new_ones(tiny_search, feature_cache, tmp_path):
     _, spec, finished_out, _, _ = tiny_search("tpe-asha")
     out = tmp_path / "run"

@@ -99,6 +99,18 @@ def _dispatcher(db_url: str, tmp_path: Path, sessions, backend: ThreadBackend, *
     return Dispatcher(settings, sessions, backend=backend, search_fn=functools.partial(fake_search, step_seconds=0))
 
 
+def _run_to_the_end(dispatcher: Dispatcher, sessions, search_id: str) -> None:
+    """Poll until the search is completed and its task reaped: its runner records the outcome a moment
+    before its thread ends, and until then the task holds its dispatch slot."""
+    wait_until(
+        lambda: (
+            (dispatcher.poll_once() or True)
+            and status_of(sessions, search_id) == SearchStatus.COMPLETED
+            and search_id not in dispatcher.tasks
+        )
+    )
+
+
 def test_a_gpu_search_on_a_cpu_cluster_fails_at_its_claim_and_the_cpu_search_behind_it_runs(db_url, sessions, tmp_path):
     gpu, cpu = _queue(sessions, "gpu", gpus=1), _queue(sessions, "cpu")
     backend = ThreadBackend(limits=CPU_ONLY)
@@ -110,13 +122,13 @@ def test_a_gpu_search_on_a_cpu_cluster_fails_at_its_claim_and_the_cpu_search_beh
     assert failed.status == SearchStatus.FAILED and failed.lease_owner is None
     assert "no node of the Ray cluster can run it: gpus: 1 asked" in failed.error
     assert "at most 0 GPUs" in failed.error and "resume it once the cluster has such a node" in failed.error
-    wait_until(lambda: (dispatcher.poll_once() or True) and status_of(sessions, cpu) == SearchStatus.COMPLETED)
+    _run_to_the_end(dispatcher, sessions, cpu)
 
     # Once a GPU node has joined, the failed search resumes and runs.
     backend.limits = ONE_GPU
     repo.resume(sessions, gpu)
     assert dispatcher.poll_once() == [gpu]
-    wait_until(lambda: (dispatcher.poll_once() or True) and status_of(sessions, gpu) == SearchStatus.COMPLETED)
+    _run_to_the_end(dispatcher, sessions, gpu)
 
 
 def test_a_gpu_search_waits_for_the_node_the_cluster_may_add_and_the_cpu_search_behind_it_runs(
@@ -131,11 +143,11 @@ def test_a_gpu_search_waits_for_the_node_the_cluster_may_add_and_the_cpu_search_
     assert status_of(sessions, gpu) == SearchStatus.WAITING and list(backend.pending) == [1]
     events = [e.message for e in repo.events_after(sessions, gpu)]
     assert any(m.startswith("waiting for resources: no node of the Ray cluster has 1 GPU, 1 CPU free") for m in events)
-    wait_until(lambda: (dispatcher.poll_once() or True) and status_of(sessions, cpu) == SearchStatus.COMPLETED)
+    _run_to_the_end(dispatcher, sessions, cpu)
     assert status_of(sessions, gpu) == SearchStatus.WAITING and repo.list_trials(sessions, gpu).total == 0
 
     backend.join(GPU_NODE_JOINED)  # Ray starts the pending task; its runner marks the search running
-    wait_until(lambda: (dispatcher.poll_once() or True) and status_of(sessions, gpu) == SearchStatus.COMPLETED)
+    _run_to_the_end(dispatcher, sessions, gpu)
     events = [e.message for e in repo.events_after(sessions, gpu, limit=1000)]
     assert "resources found: running" in events
     assert repo.get_search(sessions, gpu).attempts == 1
@@ -156,7 +168,7 @@ def test_a_waiting_search_is_cancelled_at_once_and_its_ray_task_withdrawn(db_url
 
     repo.resume(sessions, gpu)  # and it can be resumed, now that the node is there
     assert dispatcher.poll_once() == [gpu] and status_of(sessions, gpu) == SearchStatus.RUNNING
-    wait_until(lambda: (dispatcher.poll_once() or True) and status_of(sessions, gpu) == SearchStatus.COMPLETED)
+    _run_to_the_end(dispatcher, sessions, gpu)
 
 
 def test_a_cluster_that_cannot_be_read_places_searches_as_before(db_url, sessions, tmp_path):
@@ -164,7 +176,7 @@ def test_a_cluster_that_cannot_be_read_places_searches_as_before(db_url, session
     backend = ThreadBackend(limits=None)
     dispatcher = _dispatcher(db_url, tmp_path, sessions, backend)
     assert dispatcher.poll_once() == [gpu] and dispatcher.cluster is None
-    wait_until(lambda: (dispatcher.poll_once() or True) and status_of(sessions, gpu) == SearchStatus.COMPLETED)
+    _run_to_the_end(dispatcher, sessions, gpu)
 
 
 # ---------------------------------------------------------------- the service
