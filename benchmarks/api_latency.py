@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import random
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -43,22 +42,17 @@ from sqlalchemy import insert
 from benchmarks.machine import cpu_model
 from nas.store.db import make_engine
 from nas.store.models import Trial
+from tests.live import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(
     data_dir: Path, data_root: Path, database_url: str | None, code: Path = REPO
 ) -> tuple[subprocess.Popen, str]:
     """The controller of the checkout at `code` (default: this one) under uvicorn on loopback."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "SERNAS_DATA_DIR": str(data_dir),

@@ -18,13 +18,10 @@ import gzip
 import random
 import statistics
 import tempfile
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from sqlalchemy import insert
 
 from api.main import create_app
@@ -34,6 +31,7 @@ from nas.spec import CorpusSpec, spec_from_preset
 from nas.store import repository as repo
 from nas.store.db import make_engine, migrate, session_factory
 from nas.store.models import Trial, TrialStep
+from tests.live import headless_chromium, served
 
 # The page has rendered when these hold (checked by the page on every animation frame).
 TABLE_READY = "document.querySelectorAll('#trials-table tbody tr').length > 0"
@@ -105,49 +103,6 @@ def fill(db_url: str, trials: int, epochs: int) -> str:
     return search_id
 
 
-def serve(settings: Settings) -> tuple[uvicorn.Server, str]:
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def browser(profile: Path) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1000",
-        f"--user-data-dir={profile}",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_script_timeout(120)
-    return driver
-
-
 def render_times(driver: Any, url: str, runs: int) -> tuple[float, float]:
     """Median ms from navigation start to the trials table, and to every panel drawn (cold cache each run)."""
     tables, alls = [], []
@@ -183,18 +138,18 @@ def main() -> None:
     print(f"assets: {raw / 1e6:.2f} MB ({compressed / 1e6:.2f} MB gzip-compressed)")
     print("| stored trials | trials table (ms) | every panel (ms) |\n|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:
-        driver = browser(Path(folder) / "profile")
+        driver = headless_chromium(Path(folder) / "profile")
+        driver.set_script_timeout(120)
         try:
             for trials in args.trials:
                 db_url = f"sqlite:///{Path(folder) / f'bench-{trials}.db'}"
                 search_id = fill(db_url, trials, args.epochs)
                 settings = Settings(data_dir=Path(folder) / f"data-{trials}", database_url=db_url)
-                server, url = serve(settings)
-                try:
-                    table, everything = render_times(driver, f"{url}/#/search/{search_id}", args.runs)
-                finally:
-                    driver.get("about:blank")  # closes the page's event stream before the server stops
-                    server.should_exit = True
+                with served(create_app(settings)) as url:
+                    try:
+                        table, everything = render_times(driver, f"{url}/#/search/{search_id}", args.runs)
+                    finally:
+                        driver.get("about:blank")  # closes the page's event stream before the server stops
                 print(f"| {trials:,} | {table:.0f} | {everything:.0f} |", flush=True)
         finally:
             driver.quit()

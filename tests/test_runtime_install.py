@@ -23,7 +23,7 @@ from nas.store import repository as repo
 from nas.store.db import make_engine, session_factory
 from nas.store.models import SearchStatus
 from tests.api.test_export import write_model
-from tests.e2e import free_port
+from tests.live import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "nas", "search_spaces", "api", "workers")

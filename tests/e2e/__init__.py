@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.live import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE = os.environ.get("SERNAS_E2E_FAKE_SEARCH") == "1"
@@ -55,12 +56,6 @@ def tiny_search(ravdess_root: Path, name: str = "e2e", search_epochs: int = 2, t
         },
         "folds": {"n_folds": 4, "only": [0]},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

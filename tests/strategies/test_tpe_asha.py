@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from nas.cli import main
 from nas.reporting import InMemoryReporter, TrialState
 from nas.runner import run_search
 from nas.strategies import tpe_asha
+from tests.live import free_port
 from tests.strategies.conftest import CLASSES, UNSEEN_ACTORS, cli_args, held_out_accuracy, held_out_files, tiny_spec
 
 
@@ -58,15 +58,9 @@ def test_cli_search_prunes_exports_and_predicts_held_out_actors(cli_run, ravdess
     assert n == 64 and correct / n >= 0.7, f"only {correct}/{n} files of unseen actors right (chance half)"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_optuna_dashboard_lists_the_studys_trials(cli_run):
     """optuna-dashboard, a client we did not write, opens the study URL the search logs."""
-    port = _free_port()
+    port = free_port()
     url = tpe_asha.study_url(cli_run)
     dashboard = _venv_tool("optuna-dashboard")
     server = subprocess.Popen(

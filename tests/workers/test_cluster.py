@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from nas.store import repository as repo
 from nas.store.models import SearchStatus
+from tests.live import free_port
 from tests.workers import tiny_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,12 +56,6 @@ dispatcher.stop()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _process(command: list[str], log: Path):
     with log.open("w") as out:
@@ -90,7 +84,7 @@ def _wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float 
 def test_a_dispatcher_joins_an_existing_cluster_whose_gpus_run_the_searches_that_reserve_them(
     db_url, sessions, tmp_path
 ):
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     ray = str(Path(sys.executable).parent / "ray")
     # A temp dir of its own: `ray start` records its address there, not in /tmp/ray where a plain
