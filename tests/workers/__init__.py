@@ -24,6 +24,7 @@ from nas.errors import SearchCancelled
 from nas.reporting import TrialState
 from nas.spec import CorpusSpec, DartsSearch, FoldSpec
 from nas.store import repository as repo
+from nas.store.models import CLAIMED_SEARCH, SearchStatus
 from workers.ray_backend import NodeLimits, Outcome, Reaped
 from workers.runner import RunnerConfig, execute
 
@@ -195,3 +196,8 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0, message: 
 def status_of(sessions: Any, search_id: str) -> Any:
     """The stored status of a search."""
     return repo.get_search(sessions, search_id).status
+
+
+def has_ended(sessions: Any, search_id: str) -> bool:
+    """Not queued, nor claimed (waiting for Ray to start it, which takes a while on a loaded machine)."""
+    return status_of(sessions, search_id) not in (SearchStatus.QUEUED, *CLAIMED_SEARCH)

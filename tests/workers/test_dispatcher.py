@@ -11,7 +11,7 @@ import pytest
 from nas.settings import Settings
 from nas.store import repository as repo
 from nas.store.models import SearchStatus
-from tests.workers import ThreadBackend, fake_search, status_of, tiny_spec, wait_until
+from tests.workers import ThreadBackend, fake_search, has_ended, status_of, tiny_spec, wait_until
 from workers.dispatcher import Dispatcher
 
 
@@ -26,7 +26,7 @@ def _submit(sessions, n: int, corpus: str = "ravdess", **spec) -> list[str]:
 
 
 def _all_finished(sessions, ids) -> bool:
-    return all(status_of(sessions, i) not in (SearchStatus.QUEUED, SearchStatus.RUNNING) for i in ids)
+    return all(has_ended(sessions, i) for i in ids)
 
 
 def test_two_dispatchers_run_every_search_exactly_once(db_url, sessions, tmp_path):

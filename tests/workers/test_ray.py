@@ -13,8 +13,8 @@ import pytest
 
 from nas.settings import Settings
 from nas.store import repository as repo
-from nas.store.models import CLAIMED_SEARCH, SearchStatus
-from tests.workers import fake_search, tiny_spec
+from nas.store.models import SearchStatus
+from tests.workers import fake_search, has_ended, tiny_spec
 from workers.dispatcher import Dispatcher
 from workers.ray_backend import RayBackend
 
@@ -54,17 +54,12 @@ def _worker_pids(sessions, search_id: str) -> list[int]:
     return [int(m.group(1)) for m in found if m]
 
 
-def _finished(sessions, search_id: str) -> bool:
-    """Ended: not queued, nor claimed (waiting for Ray to start it, which takes a while on a loaded machine)."""
-    return repo.get_search(sessions, search_id).status not in (SearchStatus.QUEUED, *CLAIMED_SEARCH)
-
-
 def test_searches_run_in_ray_workers_with_the_gpus_they_reserve(ray_cluster, db_url, sessions, tmp_path):
     cpu = repo.create_search(sessions, tiny_spec(epochs=1).model_dump(mode="json"), "cpu", "darts").id
     gpu = repo.create_search(sessions, tiny_spec(gpus=1, epochs=1).model_dump(mode="json"), "gpu", "darts").id
     dispatcher = _dispatcher(db_url, tmp_path, fake_search, max_running=2).start()
     try:
-        _wait(lambda: _finished(sessions, cpu) and _finished(sessions, gpu))
+        _wait(lambda: has_ended(sessions, cpu) and has_ended(sessions, gpu))
     finally:
         dispatcher.stop()
     for search_id in (cpu, gpu):
@@ -90,7 +85,7 @@ def test_a_sigkilled_worker_is_requeued_and_the_search_resumes_from_its_checkpoi
         _wait(lambda: len(repo.get_trial(sessions, trial.id).steps) >= 2)
         (pid,) = _worker_pids(sessions, search_id)
         os.kill(pid, signal.SIGKILL)
-        _wait(lambda: _finished(sessions, search_id), timeout=90)
+        _wait(lambda: has_ended(sessions, search_id), timeout=90)
     finally:
         dispatcher.stop()
     search = repo.get_search(sessions, search_id)
@@ -119,7 +114,7 @@ def test_a_search_no_node_can_hold_fails_at_once_and_the_cpu_search_behind_it_ru
     cpu = repo.create_search(sessions, tiny_spec(epochs=1).model_dump(mode="json"), "cpu", "darts").id
     dispatcher = _dispatcher(db_url, tmp_path, fake_search, max_running=1).start()
     try:
-        _wait(lambda: _finished(sessions, too_big) and _finished(sessions, cpu))
+        _wait(lambda: has_ended(sessions, too_big) and has_ended(sessions, cpu))
     finally:
         dispatcher.stop()
     assert dispatcher.cluster is not None and dispatcher.cluster.largest["GPU"] == 1  # read from ray.nodes()
@@ -144,7 +139,7 @@ def test_a_search_waiting_for_a_busy_gpu_keeps_its_lease_and_can_be_cancelled(ra
         assert _worker_pids(sessions, waiting) == []
         for search_id in (waiting, busy):
             repo.request_cancel(sessions, search_id)
-        _wait(lambda: _finished(sessions, waiting) and _finished(sessions, busy), timeout=15)
+        _wait(lambda: has_ended(sessions, waiting) and has_ended(sessions, busy), timeout=15)
     finally:
         dispatcher.stop()
     assert repo.get_search(sessions, waiting).status == SearchStatus.CANCELLED
