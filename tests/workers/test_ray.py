@@ -33,12 +33,13 @@ def ray_cluster():
 
 
 def _dispatcher(db_url, tmp_path, search_fn, **overrides) -> Dispatcher:
-    values = {"data_dir": tmp_path, "database_url": db_url, "lease_seconds": 3.0, "poll_seconds": 0.2}
+    # A lease long enough that a loaded machine does not starve the worker's renewals (a second attempt).
+    values = {"data_dir": tmp_path, "database_url": db_url, "lease_seconds": 6.0, "poll_seconds": 0.2}
     settings = Settings(**(values | overrides))
     return Dispatcher(settings, backend=RayBackend(), search_fn=search_fn)
 
 
-def _wait(condition, timeout: float = 60.0, message: str = "timed out") -> None:
+def _wait(condition, timeout: float = 120.0, message: str = "timed out") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, message
