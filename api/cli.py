@@ -159,7 +159,7 @@ def serve_command(args: argparse.Namespace) -> int:
     quiet_startup()  # first: importing the service imports Alembic, which logs as it loads its plugins
     import uvicorn
 
-    from api.service import create_service
+    from api.service import StoppingServer, create_service
     from nas.settings import Settings
 
     settings = Settings()
@@ -173,8 +173,9 @@ def serve_command(args: argparse.Namespace) -> int:
         if not any(_inside(example_root, root) for root in settings.data_roots):
             settings = settings.model_copy(update={"data_roots": [*settings.data_roots, example_root]})
     app = create_service(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    server = StoppingServer(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False),
+        app.state.stopping,
     )
     base = f"http://{_display_host(args.host)}:{args.port}"
     # Flushed: when stdout is a pipe or a file (a service manager's log), it would wait in the buffer.

@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from itertools import islice
@@ -115,6 +116,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.on_queued = list(on_queued)
+    # Set by `sernas serve` when a stop is asked for: open event streams end then (api.routes.events).
+    app.state.stopping = threading.Event()
     app.openapi = _openapi_as_served(app, settings)  # type: ignore[method-assign]
     install_error_handlers(app)
     for router in ROUTERS:

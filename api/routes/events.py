@@ -2,7 +2,8 @@
 
 `GET /searches/{id}/events` replays the search's events after `Last-Event-ID` (or `?after=`),
 then polls the study database for new events and status changes, and ends once the search has
-finished and every event is sent. Event types:
+finished and every event is sent, or when the server is stopping (the client reconnects to the next one). Event
+types:
 
 - `status` (no id): `StatusPublic`, first and then whenever status, cancel flag or attempts change;
 - `log`, `trial` and `epoch` (id = the event id, so a reconnecting EventSource resumes where it
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
@@ -92,6 +93,7 @@ async def search_events(
     search: Annotated[Search, Depends(existing_search)],
     sessions: SessionsDep,
     cursor: Annotated[int, Depends(start_after)],
+    request: Request,
 ) -> AsyncIterator[ServerSentEvent]:
     """Live events of a search (Server-Sent Events); the stream ends when the search has finished."""
     last_status = _status(search)
@@ -115,5 +117,7 @@ async def search_events(
             yield ServerSentEvent(data=status, event="status")
         if current.status in FINISHED_SEARCH:
             yield ServerSentEvent(data=status, event="end")
+            return
+        if request.app.state.stopping.is_set():  # no `end`: the search goes on, and so does its feed elsewhere
             return
         await anyio.sleep(POLL_SECONDS)

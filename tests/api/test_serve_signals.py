@@ -1,14 +1,17 @@
 """`sernas serve` stops cleanly on SIGTERM, as on SIGINT, and prints no noise when its output is not a terminal.
 
 A real `sernas serve` (controller, dispatcher, local Ray) in a subprocess on a free loopback port and a
-fresh SQLite database, its output in a file; a tiny emoDARTS search is running when the signal comes.
+fresh SQLite database, its output in a file; a tiny emoDARTS search is running when the signal comes, and a client
+follows its event stream, as an open dashboard does: the stop must not wait for the search to end.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from nas.store import repository as repo
@@ -40,9 +43,15 @@ def test_a_stop_signal_shuts_down_cleanly_and_leaves_the_running_search_resumabl
         engine = make_engine(db_url)
         sessions = session_factory(engine)
         wait_until(lambda: worker_pids(sessions, search_id), timeout=300, message="the search did not start")
+        streamed: list[str] = []
+        follower = threading.Thread(target=_follow, args=(f"{server.url}/searches/{search_id}/events", streamed))
+        follower.start()
+        wait_until(lambda: "event: status" in streamed, message="the event stream did not start")
 
         server.proc.send_signal(stop_signal)  # the server process only, as `docker stop` or `kill` does
         assert server.proc.wait(timeout=120) == 0, server.output()
+        follower.join(timeout=30)
+        assert not follower.is_alive() and "event: end" not in streamed  # closed by the stop, not by the search
     finally:
         server.stop()
     output = server.output()
@@ -55,3 +64,10 @@ def test_a_stop_signal_shuts_down_cleanly_and_leaves_the_running_search_resumabl
     # Left to its lease, which re-queues it on the next start (it resumes from its checkpoint): not failed,
     # not cancelled, no error.
     assert (search.status.value, search.error, search.attempts) == ("running", None, 1)
+
+
+def _follow(url: str, lines: list[str]) -> None:
+    """Read a search's event stream until the server closes it."""
+    with httpx.stream("GET", url, timeout=None) as response:
+        for line in response.iter_lines():
+            lines.append(line)
