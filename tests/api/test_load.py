@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections import defaultdict
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 
 from api.main import create_app
 from nas.store import repository as repo
 from tests.api import TOKEN, api_settings, search_body
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run `app` under uvicorn on a free loopback port in a background thread; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+from tests.live import served
 
 
 def test_concurrent_submissions_are_persisted_exactly_once(db_url, tmp_path, ravdess_root):
@@ -55,7 +26,7 @@ def test_concurrent_submissions_are_persisted_exactly_once(db_url, tmp_path, rav
         else:  # ten keys, each sent five times at once with the same body
             bodies.append(search_body(ravdess_root, name=f"dup-{i % 10}", idempotency_key=f"dup-{i % 10}"))
 
-    with serve(app) as url:
+    with served(app) as url:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         with (
