@@ -31,10 +31,11 @@ def free_port() -> int:
 
 @contextmanager
 def served(app: FastAPI) -> Iterator[str]:
-    """`app` served by uvicorn on a free loopback port until the block ends; yields its base URL."""
+    """`app` (api.main.create_app's) served by uvicorn on a free loopback port until the block ends; yields its
+    base URL. At the end, the app's open event streams are told to end, as `sernas serve` tells them."""
     port = free_port()
-    # Open event streams (a page left on a running search) must not hold up the shutdown.
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
+    # The streams end within a poll; the timeout only bounds a stop that something else holds up.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -45,6 +46,7 @@ def served(app: FastAPI) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        app.state.stopping.set()
         server.should_exit = True
         thread.join(timeout=15)
 
