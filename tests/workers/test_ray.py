@@ -14,7 +14,7 @@ import pytest
 from nas.settings import Settings
 from nas.store import repository as repo
 from nas.store.models import SearchStatus
-from tests.workers import fake_search, has_ended, tiny_spec
+from tests.workers import fake_search, has_ended, tiny_spec, wait_until
 from workers.dispatcher import Dispatcher
 from workers.ray_backend import RayBackend
 
@@ -32,18 +32,14 @@ def ray_cluster():
     ray.shutdown()
 
 
+RAY_SECONDS = 120.0  # how long a Ray task may take to start and end on a loaded 2-core machine
+
+
 def _dispatcher(db_url, tmp_path, search_fn, **overrides) -> Dispatcher:
     # A lease long enough that a loaded machine does not starve the worker's renewals (a second attempt).
     values = {"data_dir": tmp_path, "database_url": db_url, "lease_seconds": 6.0, "poll_seconds": 0.2}
     settings = Settings(**(values | overrides))
     return Dispatcher(settings, backend=RayBackend(), search_fn=search_fn)
-
-
-def _wait(condition, timeout: float = 120.0, message: str = "timed out") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.1)
 
 
 def _events(sessions, search_id: str) -> list[str]:
@@ -60,7 +56,7 @@ def test_searches_run_in_ray_workers_with_the_gpus_they_reserve(ray_cluster, db_
     gpu = repo.create_search(sessions, tiny_spec(gpus=1, epochs=1).model_dump(mode="json"), "gpu", "darts").id
     dispatcher = _dispatcher(db_url, tmp_path, fake_search, max_running=2).start()
     try:
-        _wait(lambda: has_ended(sessions, cpu) and has_ended(sessions, gpu))
+        wait_until(lambda: has_ended(sessions, cpu) and has_ended(sessions, gpu), timeout=RAY_SECONDS)
     finally:
         dispatcher.stop()
     for search_id in (cpu, gpu):
@@ -81,12 +77,15 @@ def test_a_sigkilled_worker_is_requeued_and_the_search_resumes_from_its_checkpoi
     slow = functools.partial(fake_search, step_seconds=0.6)
     dispatcher = _dispatcher(db_url, tmp_path, slow).start()
     try:
-        _wait(lambda: any(t.key == "fold-0/search" for t in repo.list_trials(sessions, search_id).items))
+        wait_until(
+            lambda: any(t.key == "fold-0/search" for t in repo.list_trials(sessions, search_id).items),
+            timeout=RAY_SECONDS,
+        )
         trial = next(t for t in repo.list_trials(sessions, search_id).items if t.key == "fold-0/search")
-        _wait(lambda: len(repo.get_trial(sessions, trial.id).steps) >= 2)
+        wait_until(lambda: len(repo.get_trial(sessions, trial.id).steps) >= 2, timeout=RAY_SECONDS)
         (pid,) = _worker_pids(sessions, search_id)
         os.kill(pid, signal.SIGKILL)
-        _wait(lambda: has_ended(sessions, search_id), timeout=90)
+        wait_until(lambda: has_ended(sessions, search_id), timeout=90)
     finally:
         dispatcher.stop()
     search = repo.get_search(sessions, search_id)
@@ -115,7 +114,7 @@ def test_a_search_no_node_can_hold_fails_at_once_and_the_cpu_search_behind_it_ru
     cpu = repo.create_search(sessions, tiny_spec(epochs=1).model_dump(mode="json"), "cpu", "darts").id
     dispatcher = _dispatcher(db_url, tmp_path, fake_search, max_running=1).start()
     try:
-        _wait(lambda: has_ended(sessions, too_big) and has_ended(sessions, cpu))
+        wait_until(lambda: has_ended(sessions, too_big) and has_ended(sessions, cpu), timeout=RAY_SECONDS)
     finally:
         dispatcher.stop()
     assert dispatcher.cluster is not None and dispatcher.cluster.largest["GPU"] == 1  # read from ray.nodes()
@@ -132,15 +131,16 @@ def test_a_search_waiting_for_a_busy_gpu_keeps_its_lease_and_can_be_cancelled(ra
     slow = functools.partial(fake_search, step_seconds=0.1)
     dispatcher = Dispatcher(settings, backend=RayBackend(), search_fn=slow, cancel_grace=1.0).start()
     try:
-        _wait(lambda: _worker_pids(sessions, busy) != [])  # it holds the cluster's only GPU
-        _wait(lambda: repo.get_search(sessions, waiting).status == SearchStatus.WAITING)  # the GPU exists, busy
+        wait_until(lambda: _worker_pids(sessions, busy) != [], timeout=RAY_SECONDS)  # it holds the cluster's only GPU
+        # The GPU exists, busy.
+        wait_until(lambda: repo.get_search(sessions, waiting).status == SearchStatus.WAITING, timeout=RAY_SECONDS)
         time.sleep(3.5)  # several leases: the dispatcher renews while Ray waits for the GPU to be free
         search = repo.get_search(sessions, waiting)
         assert (search.status, search.attempts) == (SearchStatus.WAITING, 1)
         assert _worker_pids(sessions, waiting) == []
         for search_id in (waiting, busy):
             repo.request_cancel(sessions, search_id)
-        _wait(lambda: has_ended(sessions, waiting) and has_ended(sessions, busy), timeout=15)
+        wait_until(lambda: has_ended(sessions, waiting) and has_ended(sessions, busy), timeout=15)
     finally:
         dispatcher.stop()
     assert repo.get_search(sessions, waiting).status == SearchStatus.CANCELLED
